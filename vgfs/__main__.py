@@ -1,0 +1,3 @@
+from vgfs.cli import main
+
+raise SystemExit(main())
