@@ -1,0 +1,559 @@
+"""Official release + JPEGs -> dataset folder (LMDB + SquashFS + manifest), atomically.
+
+The build writes everything into a hidden folder beside the target and renames it into place
+only when it is complete, so a failed or killed build never leaves a half dataset behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lmdb
+import orjson
+
+from vgfs import __version__
+from vgfs.dataset import DB_NAMES, FORMAT, ID, JPEG_INDEX, KINDS, MAX_DBS, sum_key
+from vgfs.errors import VGFSError
+from vgfs.progress import progress
+from vgfs.release import MAX_ZIP_RATIO, PER_IMAGE, WHOLE_FILES, Source, find_sources, \
+    read_whole, stream_entries
+from vgfs.squashfs import FileEntry, SquashFSError, SquashFSImage
+
+IMAGE_DIRS = ("VG_100K", "VG_100K_2")
+IMAGE_ZIPS = ("images.zip", "images2.zip")
+JPEG_NAME = re.compile(r"(0|[1-9][0-9]{0,17})\.jpg")
+MKSQUASHFS_OPTS = ("-noD", "-no-fragments", "-no-sparse", "-noappend", "-no-xattrs",
+                   "-all-root", "-mem", "256M")
+COMMIT_EVERY = 20_000  # entries per LMDB write transaction: bounds dirty pages in memory
+LMDB_MAP_SIZE = 1 << 40  # address space only; the file grows as data is written
+READ_CHUNK = 1 << 20
+
+
+@dataclass
+class Jpeg:
+    """One JPEG of the release: a file on disk, a zip member, or a file in an existing image."""
+
+    image_id: int
+    label: str  # for messages
+    path: Path | None = None
+    zip_path: Path | None = None
+    member: str | None = None
+
+
+@dataclass
+class ImageSources:
+    folders: list[Path] = field(default_factory=list)
+    zips: list[Path] = field(default_factory=list)
+    sqfs: Path | None = None
+
+
+def build(release: str | os.PathLike, out: str | os.PathLike, images: list[str] | None = None,
+          force: bool = False, show_progress: bool = True) -> dict[str, Any]:
+    """Build the dataset folder `out` from the release folder; return its manifest."""
+    release, out = Path(release), Path(out).absolute()
+    if out.exists() and not force:
+        raise VGFSError(f"{out}: already exists; pass --force to replace it")
+    if not out.parent.is_dir():
+        raise VGFSError(f"{out.parent}: output's parent folder does not exist")
+    _remove_stale_temps(out)
+    tmp = out.parent / f".{out.name}.building-{os.getpid()}"
+    with _cleanup_on_failure(tmp):
+        tmp.mkdir()
+        manifest = _Builder(release, tmp, images, show_progress).run()
+        _replace(tmp, out)
+    return manifest
+
+
+@contextmanager
+def _cleanup_on_failure(tmp: Path) -> Iterator[None]:
+    """Remove the temporary folder on any failure, SIGTERM and Ctrl-C included."""
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        where = e.filename or tmp
+        raise VGFSError(f"{where}: {e.strerror or e}") from e
+    except lmdb.MapFullError as e:  # pragma: no cover - map size is 1 TiB
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise VGFSError(f"{tmp}: annotation database is full") from e
+    except lmdb.Error as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise VGFSError(f"{tmp / 'annotations.lmdb'}: {e}") from e
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _remove_stale_temps(out: Path) -> None:
+    """Delete temporary folders left by builds of `out` that were killed (their pid is gone)."""
+    for old in out.parent.glob(f".{out.name}.building-*"):
+        pid = old.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _replace(tmp: Path, out: Path) -> None:
+    """Rename the finished build into place; an existing dataset goes only after that worked."""
+    if out.exists():
+        trash = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.rename(out, trash)
+        os.rename(tmp, out)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.rename(tmp, out)
+    fd = os.open(out.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _Builder:
+    def __init__(self, release: Path, tmp: Path, images: list[str] | None,
+                 show_progress: bool) -> None:
+        self.release, self.tmp, self.show = release, tmp, show_progress
+        self.image_args = [Path(p) for p in images or []]
+        self.sources = find_sources(release)
+        self.env = lmdb.open(str(tmp / "annotations.lmdb"), map_size=LMDB_MAP_SIZE,
+                             max_dbs=MAX_DBS, sync=False, metasync=False, writemap=False,
+                             readahead=False)
+        self.dbs = {n: self.env.open_db(n.encode()) for n in DB_NAMES}
+        self.image_ids: set[int] = set()
+        self.counts: dict[str, Any] = {}
+        self.phases: list[dict[str, Any]] = []
+        self.digests: dict[str, str] = {}
+
+    def run(self) -> dict[str, Any]:
+        with self._phase("annotations"):
+            kinds = self._store_annotations()
+        with self._phase("whole files"):
+            whole = self._store_whole_files()
+        with self._phase("images"):
+            images = self._store_images()
+        self.env.sync(True)
+        self.env.close()
+        # Readers open the environment lock-free (it never changes): no lock file to ship.
+        (self.tmp / "annotations.lmdb" / "lock.mdb").unlink(missing_ok=True)
+        manifest = {
+            "format": FORMAT,
+            "tool": f"vgfs {__version__}",
+            "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "release": str(self.release.absolute()),
+            "sources": {s.name: {"file": s.label, "version": s.version, "size": s.size,
+                                 "sha256": s.sha256, "entries": s.entries}
+                        for s in self.sources.values()},
+            "kinds": kinds,
+            "whole_files": whole,
+            "images": images,
+            "counts": self.counts,
+            "checksums": self.digests,
+            "phases": self.phases,
+        }
+        data = orjson.dumps(manifest, option=orjson.OPT_INDENT_2) + b"\n"
+        with open(self.tmp / "manifest.json", "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        return manifest
+
+    @contextmanager
+    def _phase(self, name: str) -> Iterator[None]:
+        """Time a phase and record the peak RSS reached by its end."""
+        start = time.monotonic()
+        yield
+        self.phases.append({"phase": name, "seconds": round(time.monotonic() - start, 2),
+                            "peak_rss_mb": round(_peak_rss_mb(), 1)})
+
+    # --- annotations ---------------------------------------------------------------------
+
+    def _store_annotations(self) -> dict[str, dict[str, Any]]:
+        kinds: dict[str, dict[str, Any]] = {}
+        for kind in KINDS:
+            src = self.sources.get(PER_IMAGE[kind][0] + ".json")
+            if src is not None:
+                kinds[kind] = self._store_kind(kind, src)
+        if "graph" not in kinds and {"objects", "attributes", "relationships"} & kinds.keys():
+            kinds["graph"] = self._compose_graphs(kinds)
+        return kinds
+
+    def _store_kind(self, kind: str, src: Source) -> dict[str, Any]:
+        db, sums = self.dbs[kind], self.dbs["sums"]
+        seen: set[int] = set()
+        unknown: list[int] = []
+        digest = hashlib.sha256()
+        txn = self.env.begin(write=True)
+        try:
+            with progress(f"{src.name}", src.size_hint(), "B", self.show) as bar:
+                for n, (image_id, data) in enumerate(stream_entries(src, kind, bar.update), 1):
+                    if image_id in seen:
+                        raise VGFSError(f"{src.label}: image id {image_id} appears twice")
+                    seen.add(image_id)
+                    if kind == "meta":
+                        self.image_ids.add(image_id)
+                    elif image_id not in self.image_ids:
+                        unknown.append(image_id)
+                    txn.put(ID.pack(image_id), data, db=db)
+                    txn.put(sum_key(kind, image_id), _crc(data), db=sums)
+                    digest.update(ID.pack(image_id) + data)
+                    if n % COMMIT_EVERY == 0:
+                        txn.commit()
+                        txn = self.env.begin(write=True)
+            txn.commit()
+        except BaseException:
+            txn.abort()
+            raise
+        missing = len(self.image_ids - seen)
+        if unknown:
+            _warn(f"{src.label}: {len(unknown)} entries for image ids not in image_data.json"
+                  f" (first: {unknown[:5]}); stored, but not shown in the mount")
+        if missing:
+            _warn(f"{src.label}: no entry for {missing} images of image_data.json")
+        self.digests[kind] = digest.hexdigest()
+        return {"source": src.name, "version": src.version, "entries": len(seen),
+                "unknown_ids": len(unknown), "missing_images": missing}
+
+    def _compose_graphs(self, kinds: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """scene_graphs.json is absent: compose each image's graph from the other sources."""
+        digest = hashlib.sha256()
+        read = self.env.begin(buffers=False)
+        write = self.env.begin(write=True)
+        n = 0
+        try:
+            with progress("graph.json (composed)", len(self.image_ids), "img", self.show) as bar:
+                for key, _ in read.cursor(db=self.dbs["meta"]):
+                    graph = _compose(read, self.dbs, key)
+                    bar.update()
+                    if graph is None:
+                        continue
+                    data = orjson.dumps(graph)
+                    image_id = ID.unpack(key)[0]
+                    write.put(key, data, db=self.dbs["graph"])
+                    write.put(sum_key("graph", image_id), _crc(data), db=self.dbs["sums"])
+                    digest.update(key + data)
+                    n += 1
+                    if n % COMMIT_EVERY == 0:
+                        write.commit()
+                        write = self.env.begin(write=True)
+            write.commit()
+        except BaseException:
+            write.abort()
+            raise
+        finally:
+            read.abort()
+        self.digests["graph"] = digest.hexdigest()
+        used = [k for k in ("attributes", "objects", "relationships") if k in kinds]
+        return {"source": "composed from " + ", ".join(used), "version": "composed",
+                "entries": n, "unknown_ids": 0, "missing_images": len(self.image_ids) - n}
+
+    # --- whole-dataset files -------------------------------------------------------------
+
+    def _store_whole_files(self) -> list[str]:
+        stored = []
+        with self.env.begin(write=True) as txn:
+            for name in WHOLE_FILES:
+                src = self.sources.get(name)
+                if src is None:
+                    continue
+                data = read_whole(src)
+                txn.put(name.encode(), data, db=self.dbs["files"])
+                txn.put(b"\xff" + name.encode(), _crc(data), db=self.dbs["sums"])
+                self.digests["file:" + name] = src.sha256
+                stored.append(name)
+        return stored
+
+    # --- JPEGs ---------------------------------------------------------------------------
+
+    def _store_images(self) -> dict[str, Any]:
+        found = self._find_image_sources()
+        if found.sqfs is not None:
+            if found.folders or found.zips:
+                raise VGFSError(f"{found.sqfs}: an existing SquashFS image cannot be combined"
+                                " with image folders or zips; give one or the other")
+            return self._index_existing(found.sqfs)
+        jpegs = self._collect_jpegs(found)
+        if not jpegs:
+            self._count_images({})
+            return {"path": None, "jpegs": 0}
+        stage = self.tmp / "staging"
+        folders = list(found.folders)
+        if found.zips:
+            folders += self._extract_zips(jpegs, stage)
+        image = self.tmp / "images.sqfs"
+        self._mksquashfs(folders, image)
+        shutil.rmtree(stage, ignore_errors=True)
+        self._index_image(image, jpegs, check_against_source=True)
+        return {"path": "images.sqfs", "jpegs": len(jpegs), "size": image.stat().st_size,
+                "built_with": "mksquashfs " + " ".join(MKSQUASHFS_OPTS)}
+
+    def _find_image_sources(self) -> ImageSources:
+        found = ImageSources()
+        candidates = self.image_args or self._default_image_paths()
+        for p in candidates:
+            if p.is_dir():
+                found.folders.append(p)
+            elif p.is_file() and p.suffix == ".zip":
+                found.zips.append(p)
+            elif p.is_file() and p.suffix in (".sqfs", ".squashfs", ".img"):
+                if found.sqfs is not None:
+                    raise VGFSError(f"{p}: only one existing SquashFS image can be indexed")
+                found.sqfs = p
+            else:
+                raise VGFSError(f"{p}: not an image folder, zip or SquashFS image")
+        return found
+
+    def _default_image_paths(self) -> list[Path]:
+        """VG_100K and VG_100K_2 wherever they sit under the release, and the image zips."""
+        paths: list[Path] = []
+        for root, dirs, _ in os.walk(self.release):
+            depth = Path(root).relative_to(self.release).parts
+            for d in sorted(dirs):
+                if d in IMAGE_DIRS:
+                    paths.append(Path(root) / d)
+            dirs[:] = [d for d in sorted(dirs) if d not in IMAGE_DIRS and len(depth) < 2]
+        paths += [self.release / z for z in IMAGE_ZIPS if (self.release / z).is_file()]
+        sqfs = sorted(self.release.glob("*.sqfs"))
+        return paths + sqfs
+
+    def _collect_jpegs(self, found: ImageSources) -> dict[int, Jpeg]:
+        jpegs: dict[int, Jpeg] = {}
+
+        def add(jpeg: Jpeg) -> None:
+            other = jpegs.get(jpeg.image_id)
+            if other is not None:
+                raise VGFSError(f"{jpeg.label}: image {jpeg.image_id} also at {other.label}")
+            jpegs[jpeg.image_id] = jpeg
+
+        for folder in found.folders:
+            with os.scandir(folder) as it:
+                for e in it:
+                    label = os.path.join(folder, e.name)
+                    if e.is_symlink():
+                        raise VGFSError(f"{label}: is a symbolic link; the images folder must"
+                                        " hold the JPEG files themselves")
+                    if not e.is_file(follow_symlinks=False):
+                        raise VGFSError(f"{label}: unexpected entry in the images folder; it"
+                                        " must hold only files named <image_id>.jpg")
+                    m = JPEG_NAME.fullmatch(e.name)
+                    if m is None:
+                        raise VGFSError(f"{label}: not named <image_id>.jpg; every file in an"
+                                        " images folder must be a JPEG named by its image id")
+                    add(Jpeg(int(m[1]), label, path=Path(label)))
+        for zpath in found.zips:
+            for jpeg in _zip_jpegs(zpath):
+                add(jpeg)
+        return jpegs
+
+    def _extract_zips(self, jpegs: dict[int, Jpeg], stage: Path) -> list[Path]:
+        """Unpack zipped JPEGs under names we choose, so no member path is ever trusted."""
+        folders = []
+        zipped = [j for j in jpegs.values() if j.zip_path is not None]
+        total = sum(1 for _ in zipped)
+        with progress("extracting JPEGs", total, "img", self.show) as bar:
+            for zpath in {j.zip_path for j in zipped}:
+                dest = stage / f"zip{len(folders)}"
+                dest.mkdir(parents=True)
+                folders.append(dest)
+                with zipfile.ZipFile(zpath) as zf:
+                    for j in zipped:
+                        if j.zip_path != zpath:
+                            continue
+                        with zf.open(j.member) as src, open(dest / f"{j.image_id}.jpg",
+                                                            "wb") as dst:
+                            shutil.copyfileobj(src, dst, READ_CHUNK)
+                        j.path = dest / f"{j.image_id}.jpg"
+                        bar.update()
+        return folders
+
+    def _mksquashfs(self, folders: list[Path], image: Path) -> None:
+        if shutil.which("mksquashfs") is None:
+            raise VGFSError("mksquashfs: not found; install squashfs-tools")
+        tty = self.show and sys.stderr.isatty()
+        cmd = ["mksquashfs", *map(str, folders), str(image), *MKSQUASHFS_OPTS]
+        if not tty:
+            cmd.append("-no-progress")
+        print(f"packing JPEGs into {image.name} with mksquashfs", file=sys.stderr, flush=True)
+        proc = subprocess.run(cmd, stdout=sys.stderr if tty else subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+        if proc.returncode != 0:
+            lines = proc.stderr.strip().splitlines()
+            raise VGFSError(f"{image}: mksquashfs failed: {lines[-1] if lines else proc.returncode}")
+
+    def _index_image(self, image: Path, jpegs: dict[int, Jpeg] | None,
+                     check_against_source: bool) -> dict[str, int]:
+        """Record each JPEG's extent in the image, checking that those bytes are that JPEG."""
+        try:
+            sq = SquashFSImage(image)
+        except SquashFSError as e:
+            raise VGFSError(str(e)) from e
+        db = self.dbs["jpegs"]
+        digest = hashlib.sha256()
+        slow = 0
+        entries: dict[int, FileEntry] = {}
+        with sq:
+            try:
+                for entry in sq.walk():
+                    m = JPEG_NAME.fullmatch(entry.path.rsplit("/", 1)[-1])
+                    if m is None:
+                        continue
+                    image_id = int(m[1])
+                    if image_id in entries:
+                        raise VGFSError(f"{image}: image {image_id} twice, at"
+                                        f" {entries[image_id].path} and {entry.path}")
+                    entries[image_id] = entry
+            except SquashFSError as e:
+                raise VGFSError(str(e)) from e
+            if jpegs is not None and set(entries) != set(jpegs):
+                raise VGFSError(f"{image}: holds {len(entries)} JPEGs, expected {len(jpegs)}")
+            fd = os.open(image, os.O_RDONLY)
+            txn = self.env.begin(write=True)
+            try:
+                total = sum(e.size for e in entries.values())
+                with progress("checking JPEGs", total, "B", self.show) as bar:
+                    for n, image_id in enumerate(sorted(entries), 1):
+                        entry = entries[image_id]
+                        extent = entry.extent()
+                        if extent is None:
+                            data, path = sq.read(entry), entry.path.encode()
+                            slow += 1
+                        else:
+                            data = os.pread(fd, extent[1], extent[0])
+                            path = b""
+                            if len(data) != entry.size:
+                                raise VGFSError(f"{image}: truncated at {entry.path}")
+                        sha = hashlib.sha256(data).digest()
+                        if check_against_source and jpegs is not None:
+                            src = jpegs[image_id]
+                            if _sha256_file(src.path) != sha:
+                                raise VGFSError(f"{image}: bytes at {entry.path} differ from"
+                                                f" {src.label}")
+                        offset = extent[0] if extent else 0
+                        value = JPEG_INDEX.pack(offset, entry.size, sha) + path
+                        txn.put(ID.pack(image_id), value, db=db)
+                        digest.update(ID.pack(image_id) + value)
+                        bar.update(entry.size)
+                        if n % COMMIT_EVERY == 0:
+                            txn.commit()
+                            txn = self.env.begin(write=True)
+                txn.commit()
+            except SquashFSError as e:
+                txn.abort()
+                raise VGFSError(str(e)) from e
+            except BaseException:
+                txn.abort()
+                raise
+            finally:
+                os.close(fd)
+        self.digests["jpegs"] = digest.hexdigest()
+        self._count_images(entries)
+        return {"slow_path": slow}
+
+    def _index_existing(self, image: Path) -> dict[str, Any]:
+        """Index a site's existing image in place: it is referenced, never copied."""
+        image = image.absolute()
+        info = self._index_image(image, None, check_against_source=False)
+        return {"path": str(image), "jpegs": self.counts["jpegs"], "size": image.stat().st_size,
+                "built_with": "existing image, indexed in place", **info}
+
+    def _count_images(self, jpegs: dict[int, Any]) -> None:
+        have = set(jpegs)
+        without = self.image_ids - have
+        orphans = have - self.image_ids
+        self.counts.update(images=len(self.image_ids), jpegs=len(have),
+                           images_without_jpeg=len(without), jpegs_without_annotations=len(orphans))
+        if without and have:
+            _warn(f"{len(without)} images of image_data.json have no JPEG")
+        if orphans:
+            _warn(f"{len(orphans)} JPEGs have no entry in image_data.json (first:"
+                  f" {sorted(orphans)[:5]}); stored, but not shown in the mount")
+
+
+def _zip_jpegs(zpath: Path) -> Iterator[Jpeg]:
+    """The JPEGs of an images zip: members named <id>.jpg, under any folder."""
+    try:
+        with zipfile.ZipFile(zpath) as zf:
+            infos = zf.infolist()
+    except (OSError, zipfile.BadZipFile) as e:
+        raise VGFSError(f"{zpath}: not a readable zip file ({e})") from e
+    for info in infos:
+        if info.is_dir():
+            continue
+        base = info.filename.rsplit("/", 1)[-1]
+        if not base.lower().endswith(".jpg") or info.filename.startswith("__MACOSX/"):
+            continue
+        m = JPEG_NAME.fullmatch(base)
+        if m is None:
+            raise VGFSError(f"{zpath}:{info.filename}: not named <image_id>.jpg")
+        if info.compress_size and info.file_size / info.compress_size > MAX_ZIP_RATIO:
+            raise VGFSError(f"{zpath}:{info.filename}: expands"
+                            f" {info.file_size // info.compress_size} times, refusing a likely"
+                            " zip bomb")
+        yield Jpeg(int(m[1]), f"{zpath}:{info.filename}", zip_path=zpath, member=info.filename)
+
+
+def _sha256_file(path: Path | None) -> bytes:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:  # type: ignore[arg-type]
+        while chunk := f.read(READ_CHUNK):
+            h.update(chunk)
+    return h.digest()
+
+
+def _crc(data: bytes) -> bytes:
+    return zlib.crc32(data).to_bytes(4, "big")
+
+
+def _compose(txn: lmdb.Transaction, dbs: dict[str, Any], key: bytes) -> dict[str, Any] | None:
+    """One image's graph in the scene_graphs.json format, from what the sources hold."""
+    def get(kind: str) -> Any:
+        raw = txn.get(key, db=dbs[kind])
+        return None if raw is None else orjson.loads(raw)
+
+    attrs, objs, rels = get("attributes"), get("objects"), get("relationships")
+    if attrs is None and objs is None and rels is None:
+        return None
+    if attrs is not None:
+        objects = attrs["attributes"]
+    elif objs is not None:
+        objects = objs["objects"]
+    else:
+        objects = []
+    relationships = []
+    for r in (rels or {}).get("relationships", []):
+        flat = {k: r[k] for k in ("relationship_id", "id", "predicate", "synsets") if k in r}
+        for end in ("subject", "object"):
+            endpoint = r.get(end)
+            if isinstance(endpoint, dict):
+                oid = endpoint.get("object_id", endpoint.get("id"))
+                if oid is not None:
+                    flat[end + "_id"] = oid
+        relationships.append(flat)
+    return {"image_id": ID.unpack(key)[0], "objects": objects, "relationships": relationships}
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _warn(msg: str) -> None:
+    print(f"warning: {msg}", file=sys.stderr, flush=True)

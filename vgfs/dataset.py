@@ -1,0 +1,246 @@
+"""The read side of a dataset folder: open and validate it; records, JPEGs and listings by image id.
+
+The format (written by build.py, defined here so that both sides share one definition):
+
+    manifest.json       {"format": FORMAT, ...}; see build.py for the fields
+    annotations.lmdb/   one LMDB environment with named databases:
+        <kind>          8-byte big-endian image id -> the entry as compact JSON (served as is)
+        sums            kind byte + image id -> crc32 of that entry, for `verify`
+        files           release file name -> the whole file's bytes, as released
+        jpegs           image id -> JPEG_INDEX (offset, size, sha256) [+ path inside the image]
+    images.sqfs         SquashFS image of the JPEGs, unless the manifest names another one
+
+Entries are stored uncompressed: the mount serves them with zero copies straight from the LMDB
+map, and st_size is the value's length, a 1 µs lookup. Big-endian keys sort numerically, so a
+cursor lists images in id order and resumes a directory listing in O(log n).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import lmdb
+import orjson
+
+from vgfs.errors import VGFSError
+from vgfs.release import PER_IMAGE
+from vgfs.squashfs import SquashFSError, SquashFSImage
+
+FORMAT = 1
+KINDS = tuple(PER_IMAGE)  # ("meta", "objects", ...): each a named database and a file kind
+KIND_CODE = {k: i for i, k in enumerate(KINDS)}
+ID = struct.Struct(">Q")
+# offset, size, sha256 of a JPEG; a path follows when it is not one contiguous run in the image.
+JPEG_INDEX = struct.Struct("<QQ32s")
+DB_NAMES = (*KINDS, "sums", "files", "jpegs")
+MAX_DBS = len(DB_NAMES) + 8
+
+
+def sum_key(kind: str, image_id: int) -> bytes:
+    return bytes([KIND_CODE[kind]]) + ID.pack(image_id)
+
+
+class Dataset:
+    """An open dataset folder. Safe to share between threads; reads never block on each other."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.manifest = _read_manifest(self.path)
+        lmdb_path = self.path / "annotations.lmdb"
+        try:
+            self.env = lmdb.open(str(lmdb_path), readonly=True, lock=False, max_dbs=MAX_DBS,
+                                 subdir=True, readahead=False, max_readers=1024)
+            self.dbs = {n: self.env.open_db(n.encode(), create=False) for n in DB_NAMES}
+        except lmdb.Error as e:
+            raise VGFSError(f"{lmdb_path}: cannot open the annotation database: {e}") from e
+        self.kinds = tuple(k for k in KINDS if k in self.manifest["kinds"])
+        self.whole_files = tuple(self.manifest["whole_files"])
+        self._image_path = self.manifest["images"].get("path")
+        self._local = threading.local()
+        self._image: SquashFSImage | None = None
+        self._image_fd = -1
+        if self._image_path:
+            p = self.images_path
+            try:
+                self._image_fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as e:
+                raise VGFSError(f"{p}: cannot open the JPEG image: {e.strerror}") from e
+
+    @property
+    def images_path(self) -> Path:
+        return self.path / self._image_path if self._image_path else Path()
+
+    @property
+    def image_fd(self) -> int:
+        """The SquashFS image's file descriptor, for pread at indexed offsets (-1: no JPEGs)."""
+        return self._image_fd
+
+    def close(self) -> None:
+        self.env.close()
+        if self._image_fd >= 0:
+            os.close(self._image_fd)
+            self._image_fd = -1
+        if self._image is not None:
+            self._image.close()
+
+    def __enter__(self) -> Dataset:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _txn(self) -> lmdb.Transaction:
+        """One long-lived read transaction per thread: the data never changes while open."""
+        txn = getattr(self._local, "txn", None)
+        if txn is None:
+            txn = self._local.txn = self.env.begin(buffers=True)
+        return txn
+
+    # --- records ---------------------------------------------------------------------------
+
+    def record(self, kind: str, image_id: int) -> memoryview | None:
+        """The stored entry of `kind` for one image as compact JSON (a zero-copy view), or None."""
+        return self._txn().get(ID.pack(image_id), db=self.dbs[kind])
+
+    def entry(self, kind: str, image_id: int) -> Any:
+        """The entry as a Python value, equal to the release's entry."""
+        data = self.record(kind, image_id)
+        return None if data is None else orjson.loads(data)
+
+    def whole_file(self, name: str) -> memoryview | None:
+        return self._txn().get(name.encode(), db=self.dbs["files"])
+
+    def has_image(self, image_id: int) -> bool:
+        return self.record("meta", image_id) is not None
+
+    def image_ids(self, after: int = -1) -> Iterator[int]:
+        """Image ids in ascending order, starting after `after`; O(log n) to start anywhere."""
+        cur = self._txn().cursor(db=self.dbs["meta"])
+        if not cur.set_range(ID.pack(after + 1)):
+            return
+        for key in cur.iternext(keys=True, values=False):
+            yield ID.unpack(key)[0]
+
+    def kinds_of(self, image_id: int) -> list[str]:
+        """The kinds that have an entry for this image."""
+        return [k for k in self.kinds if self.record(k, image_id) is not None]
+
+    # --- JPEGs -----------------------------------------------------------------------------
+
+    def jpeg_index(self, image_id: int) -> tuple[int, int, bytes, str | None] | None:
+        """(offset, size, sha256, path) of an image's JPEG; path is set off the fast path."""
+        raw = self._txn().get(ID.pack(image_id), db=self.dbs["jpegs"])
+        if raw is None:
+            return None
+        offset, size, digest = JPEG_INDEX.unpack_from(raw)
+        path = bytes(raw[JPEG_INDEX.size:]).decode() if len(raw) > JPEG_INDEX.size else None
+        return offset, size, digest, path
+
+    def jpeg(self, image_id: int) -> bytes | None:
+        """The JPEG bytes, exactly as released, or None when the image has none."""
+        index = self.jpeg_index(image_id)
+        if index is None:
+            return None
+        offset, size, _, path = index
+        if path is None:
+            data = os.pread(self._image_fd, size, offset)
+            if len(data) != size:
+                raise VGFSError(f"{self.images_path}: truncated at the JPEG of image {image_id}")
+            return data
+        return self.read_slow(path, 0, size)
+
+    def read_slow(self, path: str, offset: int, size: int) -> bytes:
+        """Bytes of a file that is compressed or fragmented in the image (general reader)."""
+        if self._image is None:
+            try:
+                self._image = SquashFSImage(self.images_path)
+            except SquashFSError as e:
+                raise VGFSError(str(e)) from e
+        img = self._image
+        return img.read(img.lookup(path), offset, size)
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    mpath = path / "manifest.json"
+    if not path.is_dir():
+        raise VGFSError(f"{path}: dataset folder not found")
+    try:
+        manifest = orjson.loads(mpath.read_bytes())
+    except FileNotFoundError as e:
+        raise VGFSError(f"{mpath}: not found; is {path} a dataset folder written by"
+                        " `vgfs build`?") from e
+    except OSError as e:
+        raise VGFSError(f"{mpath}: cannot read: {e.strerror}") from e
+    except orjson.JSONDecodeError as e:
+        raise VGFSError(f"{mpath}: not valid JSON ({e})") from e
+    if not isinstance(manifest, dict) or "format" not in manifest:
+        raise VGFSError(f"{mpath}: not a vgfs manifest (no format version)")
+    if manifest["format"] != FORMAT:
+        raise VGFSError(f"{mpath}: dataset format {manifest['format']!r} is not supported;"
+                        f" this vgfs reads format {FORMAT}")
+    return manifest
+
+
+def open_dataset(path: str | os.PathLike) -> Dataset:
+    """Open a dataset folder written by `vgfs build`."""
+    return Dataset(path)
+
+
+def verify(ds: Dataset, report: Callable[[str], None],
+           on_progress: Callable[[int], object] | None = None) -> int:
+    """Read every record, whole file and JPEG and check them against the stored checksums and
+    the manifest's digests. Calls `report` once per mismatch; returns how many there were."""
+    import hashlib
+    import zlib
+
+    bad = 0
+
+    def fail(msg: str) -> None:
+        nonlocal bad
+        bad += 1
+        report(msg)
+
+    txn, sums = ds._txn(), ds.dbs["sums"]
+    digests = ds.manifest.get("checksums", {})
+    try:
+        for kind in ds.kinds:
+            digest = hashlib.sha256()
+            for key, value in txn.cursor(db=ds.dbs[kind]):
+                image_id = ID.unpack(key)[0]
+                want = txn.get(sum_key(kind, image_id), db=sums)
+                if want is None or zlib.crc32(value).to_bytes(4, "big") != bytes(want):
+                    fail(f"image {image_id}: {kind} record does not match its checksum")
+                digest.update(bytes(key) + bytes(value))
+                if on_progress:
+                    on_progress(1)
+            if digests.get(kind) != digest.hexdigest():
+                fail(f"{kind}: records differ from the manifest's digest")
+        for name in ds.whole_files:
+            data = ds.whole_file(name)
+            if data is None or hashlib.sha256(data).hexdigest() != digests.get("file:" + name):
+                fail(f"{name}: does not match the manifest's sha256")
+        digest = hashlib.sha256()
+        for key, value in txn.cursor(db=ds.dbs["jpegs"]):
+            image_id = ID.unpack(key)[0]
+            digest.update(bytes(key) + bytes(value))
+            _, size, sha, _ = ds.jpeg_index(image_id)
+            try:
+                data = ds.jpeg(image_id)
+            except (OSError, VGFSError, SquashFSError) as e:
+                fail(f"image {image_id}: JPEG unreadable: {e}")
+                continue
+            if hashlib.sha256(data).digest() != bytes(sha):
+                fail(f"image {image_id}: JPEG bytes in {ds.images_path.name} do not match their"
+                     " sha256")
+            if on_progress:
+                on_progress(1)
+        if "jpegs" in digests and digests["jpegs"] != digest.hexdigest():
+            fail("JPEG index differs from the manifest's digest")
+    except lmdb.Error as e:
+        fail(f"{ds.path / 'annotations.lmdb'}: database damaged: {e}")
+    return bad

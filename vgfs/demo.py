@@ -1,0 +1,44 @@
+"""`vgfs demo`: sample -> build -> mount, then a short tour of what the mount holds."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+from vgfs.build import build
+from vgfs.errors import VGFSError
+from vgfs.mount import MountOptions, mount
+from vgfs.sample import write_sample
+
+
+def demo(mountpoint: Path, images: int = 200) -> None:
+    mountpoint = mountpoint.absolute()
+    work = Path(tempfile.mkdtemp(prefix="vgfs-demo-"))
+    release, dataset = work / "release", work / "dataset"
+    _say(f"1. writing a synthetic release of {images} images to {release}")
+    write_sample(release, images=images, seed=0)
+    _say(f"2. building the dataset folder {dataset}")
+    build(release, dataset)
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    _say(f"3. mounting it at {mountpoint}")
+    mount(str(dataset), str(mountpoint), MountOptions(), foreground=False)
+    first = min(os.listdir(mountpoint / "images"), key=int)
+    image = mountpoint / "images" / first
+    _say("4. a short tour")
+    for cmd in (f"ls {mountpoint}",
+                f"ls {mountpoint}/images | head -5",
+                f"ls -l {image}",
+                f"head -c 300 {image}/graph.json; echo",
+                f"stat -c '%n: %s bytes' {image}/image.jpg"):
+        _say("$ " + cmd)
+        subprocess.run(cmd, shell=True, check=False)
+    if not (image / "image.jpg").exists():
+        raise VGFSError(f"{image}: the demo image has no JPEG")
+    _say(f"\nLook around in {mountpoint}, then unmount with:\n  vgfs umount {mountpoint}"
+         f"\nThe demo files are in {work}; remove them with: rm -r {work}")
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)

@@ -1,0 +1,277 @@
+"""pyfuse3 operations over tree + views + cache: the only module that speaks FUSE.
+
+The file handle is the inode number: the mount is read-only and stateless, so `open` does no I/O
+and `read` knows what to serve from the handle alone. LMDB reads and cache hits are served on the
+trio loop (about 1 µs); JPEG bytes come from one `preadv(RWF_NOWAIT)`, and only a read that would
+block goes to a worker thread, so one slow backend read never holds up the others.
+"""
+
+from __future__ import annotations
+
+import calendar
+import errno
+import functools
+import logging
+import os
+import stat
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+import pyfuse3
+import trio
+
+from vgfs.cache import LRUCache
+from vgfs.tree import NameTooLong, Node, Tree
+from vgfs.views import Views
+
+log = logging.getLogger("vgfs")
+
+TIMEOUT = 24 * 3600.0  # the data never changes while mounted: let the kernel keep everything
+BLKSIZE = 1 << 20  # large st_blksize: cp and friends then read in big chunks
+STATS_XATTR = b"user.vgfs.stats"
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
+
+
+class Stats:
+    """Live counters, read by `vgfs stats` through an extended attribute on the root."""
+
+    def __init__(self) -> None:
+        self.ops: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0.0])  # n, sum s, max s
+        self.errors: dict[str, int] = defaultdict(int)
+        self.backend = {"lmdb_reads": 0, "jpeg_reads": 0, "jpeg_bytes": 0,
+                        "jpeg_reads_nowait": 0, "jpeg_reads_threaded": 0}
+        self.started = time.time()
+
+    def record(self, op: str, seconds: float) -> None:
+        entry = self.ops[op]
+        entry[0] += 1
+        entry[1] += seconds
+        entry[2] = max(entry[2], seconds)
+
+    def snapshot(self, cache: LRUCache) -> dict[str, Any]:
+        return {
+            "uptime_s": round(time.time() - self.started, 1),
+            "pid": os.getpid(),
+            "ops": {op: {"count": int(n), "mean_us": round(total / n * 1e6, 1) if n else 0,
+                         "max_us": round(mx * 1e6, 1)}
+                    for op, (n, total, mx) in sorted(self.ops.items())},
+            "cache": cache.stats(),
+            "backend": dict(self.backend),
+            "errors": dict(self.errors),
+        }
+
+
+def _op(name: str) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
+    """Time an operation, and turn any unexpected failure into EIO plus a log line and a count,
+    so bad backing data never takes the mount down."""
+    def wrap(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        @functools.wraps(fn)
+        async def timed(self: Operations, *args: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return await fn(self, *args)
+            except pyfuse3.FUSEError:
+                raise
+            except Exception as e:  # noqa: BLE001 - the mount must stay up whatever happens
+                self.stats.errors[name] += 1
+                log.error("%s%r failed: %s: %s", name, args[:2], type(e).__name__, e)
+                raise pyfuse3.FUSEError(errno.EIO) from None
+            finally:
+                self.stats.record(name, time.perf_counter() - start)
+        return timed
+    return wrap
+
+
+async def _erofs(self: Any, *_: Any) -> Any:
+    raise pyfuse3.FUSEError(errno.EROFS)
+
+
+class Operations(pyfuse3.Operations):
+    supports_dot_lookup = False
+    enable_writeback_cache = False
+    enable_acl = False
+
+    def __init__(self, tree: Tree, views: Views, cache: LRUCache, uid: int, gid: int,
+                 umask: int = 0, threads: int = 16) -> None:
+        super().__init__()
+        self.tree, self.views, self.cache = tree, views, cache
+        self.uid, self.gid = uid, gid
+        self.file_mode = stat.S_IFREG | (0o444 & ~umask)
+        self.dir_mode = stat.S_IFDIR | (0o555 & ~umask)
+        self.stats = Stats()
+        self.limiter = trio.CapacityLimiter(threads)
+        self.fd = tree.ds.image_fd
+        self.nowait = True  # cleared if the backing filesystem refuses RWF_NOWAIT
+        mtime = tree.ds.manifest.get("built", "")
+        try:
+            built = time.strptime(mtime, "%Y-%m-%dT%H:%M:%SZ")
+            self.mtime_ns = calendar.timegm(built) * 10**9
+        except ValueError:
+            self.mtime_ns = 0
+
+    # --- attributes ----------------------------------------------------------------------
+
+    def _attr(self, node: Node) -> pyfuse3.EntryAttributes:
+        attr = pyfuse3.EntryAttributes()
+        attr.st_ino = node.ino
+        attr.generation = 0
+        attr.entry_timeout = attr.attr_timeout = TIMEOUT
+        if node.is_dir:
+            attr.st_mode, attr.st_nlink, attr.st_size = self.dir_mode, 2, 0
+        else:
+            size = self.views.size(node)
+            attr.st_mode, attr.st_nlink, attr.st_size = self.file_mode, 1, size
+            attr.st_blocks = (size + 511) // 512
+        attr.st_uid, attr.st_gid = self.uid, self.gid
+        attr.st_blksize = BLKSIZE
+        attr.st_atime_ns = attr.st_mtime_ns = attr.st_ctime_ns = self.mtime_ns
+        return attr
+
+    def _node(self, ino: int) -> Node:
+        node = self.tree.node(ino)
+        if node is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        return node
+
+    @_op("lookup")
+    async def lookup(self, parent_inode: int, name: bytes,
+                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        try:
+            ino = self.tree.lookup(parent_inode, name)
+        except NameTooLong:
+            raise pyfuse3.FUSEError(errno.ENAMETOOLONG) from None
+        if ino is None:
+            # st_ino 0 with a timeout: the kernel caches the miss, the next one costs nothing.
+            miss = pyfuse3.EntryAttributes()
+            miss.st_ino = 0
+            miss.entry_timeout = TIMEOUT
+            return miss
+        return self._attr(self._node(ino))
+
+    @_op("getattr")
+    async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        return self._attr(self._node(inode))
+
+    async def forget(self, inode_list: list[tuple[int, int]]) -> None:
+        """Inodes are computed, not tracked: nothing to forget."""
+
+    # --- directories ---------------------------------------------------------------------
+
+    @_op("opendir")
+    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        if not self._node(inode).is_dir:
+            raise pyfuse3.FUSEError(errno.ENOTDIR)
+        return inode
+
+    @_op("readdir")
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        for name, ino, next_id in self.tree.readdir(fh, start_id):
+            node = self.tree.node(ino)
+            if node is None:
+                continue
+            if not pyfuse3.readdir_reply(token, name, self._attr(node), next_id):
+                return
+
+    async def releasedir(self, fh: int) -> None:
+        return None
+
+    # --- files ---------------------------------------------------------------------------
+
+    @_op("open")
+    async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        if flags & _WRITE_FLAGS:
+            raise pyfuse3.FUSEError(errno.EROFS)
+        if self._node(inode).is_dir:
+            raise pyfuse3.FUSEError(errno.EISDIR)
+        return pyfuse3.FileInfo(fh=inode, keep_cache=True)
+
+    @_op("read")
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        node = self._node(fh)
+        if node.what == "jpeg":
+            extent = self.views.jpeg_extent(node)
+            if extent is not None:
+                return await self._read_extent(extent, off, size)
+            data = self.cache.get(node.ino)
+            if data is None:
+                data = await trio.to_thread.run_sync(self.views.content, node,
+                                                     limiter=self.limiter)
+            return bytes(data[off:off + size])
+        self.stats.backend["lmdb_reads"] += 1
+        return bytes(self.views.content(node)[off:off + size])
+
+    async def _read_extent(self, extent: tuple[int, int], off: int, size: int) -> bytes:
+        """One preadv that must not block the loop; what is not in the page cache goes to a
+        worker thread."""
+        start, length = extent
+        n = max(0, min(size, length - off))
+        if n == 0:
+            return b""
+        pos = start + off
+        backend = self.stats.backend
+        backend["jpeg_reads"] += 1
+        backend["jpeg_bytes"] += n
+        if self.nowait:
+            buf = bytearray(n)
+            try:
+                got = os.preadv(self.fd, [buf], pos, os.RWF_NOWAIT)
+            except BlockingIOError:
+                got = 0
+            except OSError as e:
+                if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                    raise
+                self.nowait, got = False, 0
+            if got == n:
+                backend["jpeg_reads_nowait"] += 1
+                return bytes(buf)
+        else:
+            buf, got = bytearray(), 0
+        backend["jpeg_reads_threaded"] += 1
+        rest = await trio.to_thread.run_sync(os.pread, self.fd, n - got, pos + got,
+                                             limiter=self.limiter)
+        data = bytes(buf[:got]) + rest
+        if len(data) != n:
+            raise OSError(errno.EIO, f"image file truncated at offset {pos + len(data)}")
+        return data
+
+    async def flush(self, fh: int) -> None:
+        # ENOSYS once, and the kernel stops sending FLUSH for every close.
+        raise pyfuse3.FUSEError(errno.ENOSYS)
+
+    async def release(self, fh: int) -> None:
+        return None
+
+    # --- the rest ------------------------------------------------------------------------
+
+    @_op("statfs")
+    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        ds = self.tree.ds
+        total = ds.manifest.get("images", {}).get("size", 0) or 0
+        total += sum(s.get("size", 0) for s in ds.manifest.get("sources", {}).values())
+        st = pyfuse3.StatvfsData()
+        st.f_bsize = st.f_frsize = BLKSIZE
+        st.f_blocks = (total + BLKSIZE - 1) // BLKSIZE
+        st.f_bfree = st.f_bavail = 0
+        st.f_files = ds.manifest.get("counts", {}).get("images", 0) * 10
+        st.f_ffree = st.f_favail = 0
+        st.f_namemax = 255
+        return st
+
+    @_op("getxattr")
+    async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        if inode == pyfuse3.ROOT_INODE and name == STATS_XATTR:
+            return orjson.dumps(self.stats.snapshot(self.cache))
+        raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+
+    async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
+        return []
+
+    async def access(self, inode: int, mode: int, ctx: pyfuse3.RequestContext) -> bool:
+        return not mode & os.W_OK
+
+    # Every mutation: the mount is read-only.
+    setattr = mknod = mkdir = unlink = rmdir = symlink = rename = link = _erofs  # type: ignore
+    create = write = setxattr = removexattr = fsync = fsyncdir = _erofs  # type: ignore

@@ -1,0 +1,288 @@
+"""Find and stream the official Visual Genome files, plain or zipped, and detect their versions.
+
+Every per-image file is a JSON array with one entry per image. It is streamed entry by entry
+with ijson, so memory stays bounded whatever the release size; nothing here loads a whole file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import ijson
+import orjson
+
+from vgfs.errors import VGFSError
+
+# kind -> (release file stem, key of the entry's list(s)). The kinds are the mount's file names.
+PER_IMAGE: dict[str, tuple[str, tuple[str, ...]]] = {
+    "meta": ("image_data", ()),
+    "objects": ("objects", ("objects",)),
+    "attributes": ("attributes", ("attributes",)),
+    "relationships": ("relationships", ("relationships",)),
+    "graph": ("scene_graphs", ("objects", "relationships")),
+    "regions": ("region_descriptions", ("regions",)),
+    "qa": ("question_answers", ("qas",)),
+}
+# Whole-dataset files, stored and served as released.
+WHOLE_FILES = (
+    "image_data.json",
+    "synsets.json",
+    "object_synsets.json",
+    "attribute_synsets.json",
+    "relationship_synsets.json",
+    "qa_to_region_mapping.json",
+    "object_alias.txt",
+    "relationship_alias.txt",
+)
+# A zip member may expand at most this many times its compressed size (JSON: about 10x).
+MAX_ZIP_RATIO = 200
+
+
+@dataclass
+class Source:
+    """One release file: where it is, and what streaming it found."""
+
+    name: str  # release name, e.g. "objects.json"
+    path: Path  # the plain file, or the zip that holds it
+    member: str | None = None  # name inside the zip
+    version: str = "unknown"
+    entries: int = 0
+    size: int = 0  # bytes of content (decompressed for a zip member)
+    sha256: str = ""  # of the content
+    _features: set[str] = field(default_factory=set, repr=False)
+
+    @property
+    def label(self) -> str:
+        return f"{self.path}:{self.member}" if self.member else str(self.path)
+
+    def size_hint(self) -> int:
+        """Content size before reading it, for progress."""
+        if self.member is None:
+            return self.path.stat().st_size
+        with zipfile.ZipFile(self.path) as zf:
+            return zf.getinfo(self.member).file_size
+
+    def open(self) -> IO[bytes]:
+        """A binary stream of the file's bytes, decompressed on the fly for a zip member."""
+        try:
+            if self.member is None:
+                return open(self.path, "rb")
+            zf = zipfile.ZipFile(self.path)
+            info = zf.getinfo(self.member)
+            if info.compress_size and info.file_size / info.compress_size > MAX_ZIP_RATIO:
+                raise VGFSError(f"{self.label}: expands {info.file_size // info.compress_size}"
+                                f" times its compressed size, refusing a likely zip bomb")
+            return zf.open(info)
+        except OSError as e:
+            raise VGFSError(f"{self.label}: cannot read: {e.strerror or e}") from e
+        except zipfile.BadZipFile as e:
+            raise VGFSError(f"{self.path}: not a valid zip file ({e})") from e
+
+
+def find_sources(release: Path) -> dict[str, Source]:
+    """Map each known release file name to its Source, looking for NAME and NAME.zip."""
+    if not release.is_dir():
+        raise VGFSError(f"{release}: release folder not found")
+    wanted = {PER_IMAGE[k][0] + ".json" for k in PER_IMAGE} | set(WHOLE_FILES)
+    found: dict[str, Source] = {}
+    for name in sorted(wanted):
+        plain, zipped = release / name, release / (name + ".zip")
+        if plain.is_file():
+            found[name] = Source(name, plain)
+        elif zipped.is_file():
+            found[name] = Source(name, zipped, _zip_member(zipped, name))
+    if "image_data.json" not in found:
+        raise VGFSError(f"{release}: no image_data.json (or image_data.json.zip); it defines the"
+                        " set of images, so the build cannot start")
+    return found
+
+
+def _zip_member(path: Path, name: str) -> str:
+    """The member of a release zip that holds `name`, wherever it sits inside."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = [m for m in zf.namelist() if m.rsplit("/", 1)[-1] == name]
+    except (OSError, zipfile.BadZipFile) as e:
+        raise VGFSError(f"{path}: not a readable zip file ({e})") from e
+    if len(members) != 1:
+        raise VGFSError(f"{path}: expected one member named {name}, found {len(members)}")
+    return members[0]
+
+
+class _CountingReader(io.RawIOBase):
+    """Counts and hashes the bytes handed to the parser, so errors can name a byte offset."""
+
+    def __init__(self, raw: IO[bytes], on_read: Callable[[int], object] | None = None) -> None:
+        self.raw, self.offset, self.on_read = raw, 0, on_read
+        self.hash = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        data = self.raw.read(len(b))
+        b[: len(data)] = data
+        self.offset += len(data)
+        self.hash.update(data)
+        if self.on_read:
+            self.on_read(len(data))
+        return len(data)
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _entry_id(src: Source, entry: object, index: int) -> int:
+    if not isinstance(entry, dict):
+        raise VGFSError(f"{src.label}: entry {index} is a {type(entry).__name__}, expected an"
+                        " object")
+    key = "image_id" if "image_id" in entry else "id"
+    image_id = entry.get(key)
+    if not _is_int(image_id) or image_id < 0:
+        raise VGFSError(f"{src.label}: entry {index} has {key}={image_id!r}, expected a"
+                        " non-negative integer image id")
+    if key == "id":
+        src._features.add("image_key_id")
+    return image_id
+
+
+def _check_lists(src: Source, entry: dict, image_id: int, list_keys: tuple[str, ...]) -> None:
+    for key in list_keys:
+        items = entry.get(key)
+        if not isinstance(items, list):
+            raise VGFSError(f"{src.label}: image {image_id}: {key!r} is"
+                            f" {type(items).__name__}, expected a list")
+        for item in items:
+            if not isinstance(item, dict):
+                raise VGFSError(f"{src.label}: image {image_id}: an item of {key!r} is a"
+                                f" {type(item).__name__}, expected an object")
+            _note_item(src, item)
+
+
+def _note_item(src: Source, item: dict) -> None:
+    """Record the schema features that tell the versions apart (DESIGN §2.4)."""
+    f = src._features
+    if "merged_object_ids" in item:
+        f.add("merged")
+    for end in ("subject", "object"):
+        endpoint = item.get(end)
+        if isinstance(endpoint, dict) and ("names" in endpoint or "merged_object_ids" in endpoint):
+            f.add("merged")
+    if "id" in item and not any(k in item for k in ("object_id", "relationship_id", "region_id",
+                                                    "qa_id")):
+        f.add("item_key_id")
+
+
+def _version(src: Source) -> str:
+    f = src._features
+    if src.name == "question_answers.json":
+        return "1.2"
+    if src.name == "scene_graphs.json":
+        return "1.2"
+    if src.name == "region_descriptions.json":
+        return "1.0" if "item_key_id" in f else "1.2"
+    if src.name == "image_data.json":
+        return "1.0" if "image_key_id" in f else "1.2"
+    if "image_key_id" in f or "item_key_id" in f:
+        return "1.0"
+    if "merged" in f and src.name in ("objects.json", "relationships.json"):
+        return "1.4"
+    return "1.2"
+
+
+def stream_entries(src: Source, kind: str, on_read: Callable[[int], object] | None = None
+                   ) -> Iterator[tuple[int, bytes]]:
+    """Yield (image_id, compact JSON bytes of the entry) for each entry of a per-image file.
+
+    Validates as it goes: the top level must be an array, each entry an object with an integer
+    image id and the kind's lists. Afterwards `src.version`, `entries`, `size` and `sha256` are
+    set. `on_read(n)` is called as bytes are consumed, for progress.
+    """
+    list_keys = PER_IMAGE[kind][1]
+    with src.open() as raw:
+        reader = _CountingReader(raw, on_read)
+        buffered = io.BufferedReader(reader, 1 << 20)
+        first = buffered.peek(64).lstrip()[:1]
+        if first != b"[":
+            raise VGFSError(f"{src.label}: expected a JSON array at the top level, found"
+                            f" {first.decode('latin-1') or 'an empty file'!r}")
+        index = 0
+        try:
+            for entry in ijson.items(buffered, "item", use_float=True):
+                image_id = _entry_id(src, entry, index)
+                _check_lists(src, entry, image_id, list_keys)
+                try:
+                    data = orjson.dumps(entry)
+                except orjson.JSONEncodeError as e:
+                    raise VGFSError(f"{src.label}: image {image_id}: {e}") from e
+                yield image_id, data
+                index += 1
+            if buffered.read().strip():
+                raise VGFSError(f"{src.label}: unexpected data after the top-level array,"
+                                f" near byte {reader.offset}")
+        except ijson.JSONError as e:
+            raise VGFSError(f"{src.label}: malformed JSON near byte {reader.offset}:"
+                            f" {_first_line(e)}") from e
+        except UnicodeDecodeError as e:
+            raise VGFSError(f"{src.label}: invalid UTF-8 near byte {reader.offset}") from e
+        except OSError as e:
+            raise VGFSError(f"{src.label}: read failed near byte {reader.offset}:"
+                            f" {e.strerror or e}") from e
+        except (zipfile.BadZipFile, EOFError) as e:
+            raise VGFSError(f"{src.label}: corrupt zip data near byte {reader.offset}") from e
+    src.entries, src.size, src.sha256 = index, reader.offset, reader.hash.hexdigest()
+    src.version = _version(src)
+
+
+def read_whole(src: Source) -> bytes:
+    """The file's bytes, checked to be well-formed JSON by streaming (alias files are text)."""
+    try:
+        with src.open() as f:
+            data = f.read()
+    except OSError as e:
+        raise VGFSError(f"{src.label}: cannot read: {e.strerror or e}") from e
+    except (zipfile.BadZipFile, EOFError) as e:
+        raise VGFSError(f"{src.label}: corrupt zip data") from e
+    if src.name.endswith(".json"):
+        reader = _CountingReader(io.BytesIO(data))
+        top_level = depth = 0
+        top = None
+        try:
+            # Count the entries of the top-level array or object as they stream past.
+            for event, _ in ijson.basic_parse(io.BufferedReader(reader, 1 << 16)):
+                top = top or event
+                if depth == 1 and (event == "map_key" if top == "start_map"
+                                   else event not in ("end_array",)):
+                    top_level += 1
+                if event in ("start_map", "start_array"):
+                    depth += 1
+                elif event in ("end_map", "end_array"):
+                    depth -= 1
+        except ijson.JSONError as e:
+            raise VGFSError(f"{src.label}: malformed JSON near byte {reader.offset}:"
+                            f" {_first_line(e)}") from e
+        except UnicodeDecodeError as e:
+            raise VGFSError(f"{src.label}: invalid UTF-8 near byte {reader.offset}") from e
+    else:
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise VGFSError(f"{src.label}: invalid UTF-8 at byte {e.start}") from e
+    if not src.entries:  # image_data.json was counted when its entries were streamed
+        src.entries = top_level if src.name.endswith(".json") else data.count(b"\n")
+    src.size, src.sha256 = len(data), hashlib.sha256(data).hexdigest()
+    src.version = "1.4" if src.name.endswith("_alias.txt") else "1.2"
+    return data
+
+
+def _first_line(e: Exception) -> str:
+    text = re.sub(r"\s+", " ", str(e)).strip()
+    return text[:200]

@@ -1,0 +1,120 @@
+"""The files' bytes: for each kind of node, how its content and exact size are made.
+
+Compact JSON entries are served zero-copy from the LMDB map, whose pages the kernel caches, so
+they skip the LRU. What costs work to make (pretty JSON, README.txt, JPEGs that sit compressed
+in a site's image) goes through the LRU, so the work is done once while it stays hot.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from vgfs.cache import LRUCache
+from vgfs.dataset import Dataset
+from vgfs.errors import VGFSError
+from vgfs.tree import Node
+
+
+class Views:
+    def __init__(self, dataset: Dataset, cache: LRUCache, pretty: bool = False) -> None:
+        self.ds, self.cache, self.pretty = dataset, cache, pretty
+        self._readme = readme_text(dataset.manifest).encode()
+
+    def size(self, node: Node) -> int:
+        """Exact st_size: what a read from 0 to EOF returns."""
+        what = node.what
+        if what == "jpeg":
+            index = self.ds.jpeg_index(node.image_id)
+            return index[1] if index else 0
+        if what in ("record", "by-id-file") and not self.pretty:
+            data = self.ds.record(node.name, node.image_id)
+            return len(data) if data is not None else 0
+        if what == "whole":
+            data = self.ds.whole_file(node.name)
+            return len(data) if data is not None else 0
+        if what == "readme":
+            return len(self._readme)
+        if node.is_dir:
+            return 0
+        return len(self.content(node))
+
+    def jpeg_extent(self, node: Node) -> tuple[int, int] | None:
+        """(offset, size) of a JPEG that is one run in the image: read it with one pread."""
+        index = self.ds.jpeg_index(node.image_id)
+        if index is None or index[3] is not None:
+            return None
+        return index[0], index[1]
+
+    def content(self, node: Node) -> bytes | memoryview:
+        """The whole file. Raises VGFSError when its backing data is damaged."""
+        what = node.what
+        if what in ("record", "by-id-file"):
+            data = self.ds.record(node.name, node.image_id)
+            if data is None:
+                raise VGFSError(f"image {node.image_id}: {node.name} record vanished")
+            if not self.pretty:
+                return data
+            return self.cache.get_or_make(node.ino, lambda: _pretty(data, node))
+        if what == "whole":
+            data = self.ds.whole_file(node.name)
+            if data is None:
+                raise VGFSError(f"{node.name}: missing from the annotation database")
+            return data
+        if what == "readme":
+            return self._readme
+        if what == "jpeg":
+            return self.cache.get_or_make(node.ino, lambda: self._jpeg(node))
+        raise IsADirectoryError(node.ino)
+
+    def _jpeg(self, node: Node) -> bytes:
+        data = self.ds.jpeg(node.image_id)
+        if data is None:
+            raise VGFSError(f"image {node.image_id}: JPEG vanished from the index")
+        return data
+
+
+def _pretty(data: memoryview, node: Node) -> bytes:
+    try:
+        return orjson.dumps(orjson.loads(data), option=orjson.OPT_INDENT_2) + b"\n"
+    except orjson.JSONDecodeError as e:
+        raise VGFSError(f"image {node.image_id}: {node.name} record is corrupt ({e})") from e
+
+
+def readme_text(manifest: dict[str, Any]) -> str:
+    """README.txt at the mount root: what this is, its versions and counts, licence, citation."""
+    counts = manifest.get("counts", {})
+    lines = [
+        "Visual Genome, mounted by vgfs",
+        "",
+        "Each image is a directory images/<image_id>/ holding its JPEG (image.jpg) and its",
+        "annotations as JSON: meta.json, objects.json, attributes.json, relationships.json,",
+        "graph.json (scene graph), regions.json and qa.json. Each JSON file holds the image's",
+        "entry of the official release file. by-id/<image_id>.json is the scene graph again,",
+        "in the layout the official visual_genome driver reads. The mount is read-only.",
+        "",
+        f"Images: {counts.get('images', 0)}, with a JPEG: {counts.get('jpegs', 0)}",
+        "",
+        "Sources (file, detected version, entries):",
+    ]
+    for name, src in sorted(manifest.get("sources", {}).items()):
+        lines.append(f"  {name:28} v{src['version']:8} {src['entries']}")
+    graph = manifest.get("kinds", {}).get("graph")
+    if graph and graph.get("version") == "composed":
+        lines.append(f"  graph.json is {graph['source']}.")
+    lines += [
+        "",
+        f"Built by {manifest.get('tool', 'vgfs')} on {manifest.get('built', '?')}.",
+        "",
+        "Licence: Visual Genome is distributed under the Creative Commons Attribution 4.0",
+        "International licence (CC BY 4.0): https://creativecommons.org/licenses/by/4.0/",
+        "",
+        "Cite: Ranjay Krishna, Yuke Zhu, Oliver Groth, Justin Johnson, Kenji Hata, Joshua",
+        "Kravitz, Stephanie Chen, Yannis Kalantidis, Li-Jia Li, David A. Shamma, Michael S.",
+        "Bernstein, Li Fei-Fei. Visual Genome: Connecting Language and Vision Using",
+        "Crowdsourced Dense Image Annotations. IJCV 123, 32-73 (2017).",
+        "doi:10.1007/s11263-016-0981-7",
+        "",
+    ]
+    return "\n".join(lines)
