@@ -30,8 +30,15 @@ from vgfs import __version__
 from vgfs.dataset import DB_NAMES, FORMAT, ID, JPEG_INDEX, KINDS, MAX_DBS, sum_key
 from vgfs.errors import VGFSError
 from vgfs.progress import progress
-from vgfs.release import MAX_ZIP_RATIO, PER_IMAGE, WHOLE_FILES, Source, find_sources, \
-    read_whole, stream_entries
+from vgfs.release import (
+    MAX_ZIP_RATIO,
+    PER_IMAGE,
+    WHOLE_FILES,
+    Source,
+    find_sources,
+    read_whole,
+    stream_entries,
+)
 from vgfs.squashfs import FileEntry, SquashFSError, SquashFSImage
 
 IMAGE_DIRS = ("VG_100K", "VG_100K_2")
@@ -396,8 +403,8 @@ class _Builder:
         proc = subprocess.run(cmd, stdout=sys.stderr if tty else subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
         if proc.returncode != 0:
-            lines = proc.stderr.strip().splitlines()
-            raise VGFSError(f"{image}: mksquashfs failed: {lines[-1] if lines else proc.returncode}")
+            lines = proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"]
+            raise VGFSError(f"{image}: mksquashfs failed: {lines[-1]}")
 
     def _index_image(self, image: Path, jpegs: dict[int, Jpeg] | None,
                      check_against_source: bool) -> dict[str, int]:

@@ -26,7 +26,8 @@ DEFAULT_CACHE = 256 << 20
 # Options that only mount(8) or systemd understand: accepted and dropped, never passed to FUSE.
 MOUNT8_ONLY = {"_netdev", "nofail", "auto", "noauto", "user", "users", "nouser", "defaults",
                "ro", "nosuid", "nodev", "noexec", "suid", "dev", "exec", "noatime", "atime",
-               "relatime", "nodiratime", "async", "sync", "owner", "group", "n", "default_permissions"}
+               "relatime", "nodiratime", "async", "sync", "owner", "group", "n",
+               "default_permissions"}
 _SIZE = re.compile(r"(\d+)([KMGT]?)(i?B?)?", re.IGNORECASE)
 
 

@@ -1,0 +1,273 @@
+"""The mount, for real: FUSE, real tools, the official driver, on the real excerpts."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import mmap
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import RELEASE, force_unmount, mounted, vgfs
+from vgfs.mount import mounted_fs
+
+KIND_SOURCES = {
+    "meta.json": "image_data.json",
+    "objects.json": "objects.json",
+    "attributes.json": "attributes.json",
+    "relationships.json": "relationships.json",
+    "graph.json": "scene_graphs.json",
+    "regions.json": "region_descriptions.json",
+    "qa.json": "question_answers.json",
+}
+JPEGS = {1: "VG_100K_2/1.jpg", 2: "VG_100K/2.jpg", 4: "VG_100K/4.jpg", 5: "VG_100K/5.jpg"}
+
+
+def _image_id(entry: dict) -> int:
+    return entry["image_id"] if "image_id" in entry else entry["id"]
+
+
+@pytest.fixture(scope="module")
+def sources() -> dict[str, dict[int, object]]:
+    """Each release file's entries by image id, straight from the release."""
+    return {name: {_image_id(e): e for e in json.loads((RELEASE / name).read_bytes())}
+            for name in set(KIND_SOURCES.values())}
+
+
+def test_every_file_equals_its_source(real_mount: Path, sources: dict) -> None:
+    """Every JSON file holds the release's entry, every JPEG its bytes, and nothing extra."""
+    ids = sorted(sources["image_data.json"])
+    assert sorted(int(n) for n in os.listdir(real_mount / "images")) == ids
+    for image_id in ids:
+        d = real_mount / "images" / str(image_id)
+        expected = set(KIND_SOURCES) | ({"image.jpg"} if image_id in JPEGS else set())
+        assert set(os.listdir(d)) == expected
+        for name, src in KIND_SOURCES.items():
+            data = (d / name).read_bytes()
+            assert json.loads(data) == sources[src][image_id], (image_id, name)
+            assert (d / name).stat().st_size == len(data)
+        if image_id in JPEGS:
+            assert (d / "image.jpg").read_bytes() == (RELEASE / JPEGS[image_id]).read_bytes()
+        by_id = json.loads((real_mount / "by-id" / f"{image_id}.json").read_bytes())
+        assert by_id == sources["scene_graphs.json"][image_id]
+    for name in ("image_data.json", "synsets.json", "object_alias.txt"):
+        assert (real_mount / name).read_bytes() == (RELEASE / name).read_bytes()
+    readme = (real_mount / "README.txt").read_text()
+    assert "CC BY 4.0" in readme and "Images: 60" in readme
+
+
+def test_sizes_modes_and_stable_inodes(real_mount: Path, real_dataset: Path,
+                                       tmp_path: Path) -> None:
+    """st_size and st_blocks are exact, modes 0444/0555, and inode numbers repeat on a second
+    mount of the same dataset, which runs at the same time as the first."""
+    files = [p for p in real_mount.rglob("*") if p.is_file()]
+    assert len(files) > 400
+    for p in files:
+        st = p.stat()
+        assert st.st_size == len(p.read_bytes())
+        assert st.st_blocks == (st.st_size + 511) // 512
+        assert st.st_mode & 0o7777 == 0o444
+        assert st.st_blksize >= 128 * 1024
+    assert (real_mount / "images" / "1").stat().st_mode & 0o7777 == 0o555
+    inodes = {p.relative_to(real_mount): p.stat().st_ino for p in files}
+    with mounted(real_dataset, tmp_path / "second") as second:
+        assert {p: (second / p).stat().st_ino for p in inodes} == inodes
+        assert len(set(inodes.values())) == len(inodes)
+
+
+def test_real_tools(real_mount: Path, tmp_path: Path, sources: dict) -> None:
+    """ls, cat, find, jq, du, tar, cp -r and sha256sum see what the sources hold."""
+    run = lambda cmd: subprocess.run(cmd, shell=True, check=True, capture_output=True,  # noqa: E731
+                                     text=True, cwd=real_mount).stdout
+    assert run("ls images | wc -l").strip() == "60"
+    assert json.loads(run("cat images/1/objects.json")) == sources["objects.json"][1]
+    assert int(run("find . -type f | wc -l")) == len(
+        [p for p in real_mount.rglob("*") if p.is_file()])
+    assert run("jq -r '.objects | length' images/1/objects.json").strip() == str(
+        len(sources["objects.json"][1]["objects"]))
+    du = int(run("du -s --block-size=1 images/1").split()[0])
+    assert du >= sum(p.stat().st_size for p in (real_mount / "images/1").iterdir())
+    # tar of one image directory: every member equals the source.
+    run(f"tar -cf {tmp_path}/one.tar -C images 2")
+    with tarfile.open(tmp_path / "one.tar") as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar if m.isfile()}
+    assert members["2/image.jpg"] == (RELEASE / "VG_100K/2.jpg").read_bytes()
+    assert json.loads(members["2/graph.json"]) == sources["scene_graphs.json"][2]
+    assert len(members) == 8
+    run(f"cp -r images/4 {tmp_path}/copy")
+    assert (tmp_path / "copy/image.jpg").read_bytes() == (RELEASE / "VG_100K/4.jpg").read_bytes()
+    digest = run("sha256sum images/5/image.jpg").split()[0]
+    assert digest == hashlib.sha256((RELEASE / "VG_100K/5.jpg").read_bytes()).hexdigest()
+
+
+def test_mmap_and_pillow(real_mount: Path, sources: dict) -> None:
+    from PIL import Image
+
+    with open(real_mount / "images/3/regions.json", "rb") as f, \
+            mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        assert json.loads(m[:]) == sources["region_descriptions.json"][3]
+    with Image.open(real_mount / "images/1/image.jpg") as im:
+        assert im.size == (800, 600)
+        im.load()
+
+
+def test_official_driver(real_mount: Path) -> None:
+    """visual_genome.local works unchanged with the mount as its data folder."""
+    from visual_genome import local
+
+    images = local.get_all_image_data(str(real_mount))
+    assert len(images) == 60 and images[0].id == 1
+    by_image = {im.id: im for im in images}
+    data = json.loads((real_mount / "by-id/1.json").read_bytes())
+    graph = local.parse_graph_local(data, by_image[1])
+    assert len(graph.objects) == len(data["objects"])
+    graph = local.get_scene_graph(1, images=str(real_mount) + "/",
+                                  image_data_dir=str(real_mount) + "/by-id/",
+                                  synset_file=str(real_mount / "synsets.json"))
+    assert graph.image.id == 1 and graph.relationships
+
+
+@pytest.mark.parametrize("target", ["images/1/objects.json", "images/1", ".", "by-id/1.json",
+                                    "README.txt"])
+def test_every_mutation_is_erofs(real_mount: Path, target: str) -> None:
+    p = real_mount / target
+    before = p.read_bytes() if p.is_file() else None
+    attempts = [
+        lambda: os.open(p, os.O_WRONLY),
+        lambda: os.open(p, os.O_RDWR),
+        lambda: os.open(p / "new" if p.is_dir() else p, os.O_CREAT | os.O_WRONLY, 0o644),
+        lambda: os.truncate(p, 0),
+        lambda: os.unlink(p) if p.is_file() else os.rmdir(p),
+        lambda: os.rename(p, p.parent / "renamed"),
+        lambda: os.mkdir(p / "d" if p.is_dir() else p.parent / "d"),
+        lambda: os.symlink("x", p.parent / "link"),
+        lambda: os.link(p, p.parent / "hard"),
+        lambda: os.mknod(p.parent / "node"),
+        lambda: os.chmod(p, 0o777),
+        lambda: os.chown(p, 1, 1),
+        lambda: os.utime(p, (0, 0)),
+        lambda: os.setxattr(p, "user.x", b"1"),
+        lambda: os.removexattr(p, "user.x"),
+    ]
+    for attempt in attempts:
+        with pytest.raises(OSError) as exc:
+            attempt()
+        assert exc.value.errno in (errno.EROFS, errno.EEXIST, errno.EISDIR), attempt
+    if before is not None:
+        assert p.read_bytes() == before
+
+
+@pytest.mark.parametrize("name", ["007", "-1", "1.0", "../x", "+1", " 1", "1 ", "x" * 10_000,
+                                  "01", "99999999999999999999999"])
+def test_non_canonical_names_do_not_exist(real_mount: Path, name: str) -> None:
+    with pytest.raises(OSError) as exc:
+        os.stat(real_mount / "images" / name)
+    assert exc.value.errno in (errno.ENOENT, errno.ENAMETOOLONG)
+    assert (real_mount / "images/1/meta.json").stat().st_size > 0  # still up
+
+
+def test_negative_lookups_are_cached(real_mount: Path) -> None:
+    def lookups() -> int:
+        return json.loads(vgfs("stats", str(real_mount), "--json").stdout)["ops"].get(
+            "lookup", {"count": 0})["count"]
+
+    missing = real_mount / "images" / "424242"
+    assert not missing.exists()
+    before = lookups()
+    for _ in range(20):
+        assert not missing.exists()
+    assert lookups() == before
+
+
+def test_stats(real_mount: Path) -> None:
+    (real_mount / "images/2/image.jpg").read_bytes()
+    out = vgfs("stats", str(real_mount)).stdout
+    for word in ("read", "cache", "backend", "errors"):
+        assert word in out
+    stats = json.loads(vgfs("stats", str(real_mount), "--json").stdout)
+    assert stats["backend"]["jpeg_reads"] >= 1
+    assert "vgfs" not in os.listxattr(real_mount)  # invisible to ls and find
+
+
+def _digest_tree(root: str) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(Path(root).rglob("*")) if p.is_file()}
+
+
+def test_eight_concurrent_readers_get_identical_bytes(real_mount: Path) -> None:
+    with ProcessPoolExecutor(8) as pool:
+        results = list(pool.map(_digest_tree, [str(real_mount)] * 8))
+    assert all(r == results[0] for r in results)
+    assert len(results[0]) > 400
+
+
+def test_pretty_and_owner_options(real_dataset: Path, tmp_path: Path, sources: dict) -> None:
+    with mounted(real_dataset, tmp_path / "mp", "pretty,uid=1234,gid=4321") as mp:
+        p = mp / "images/1/graph.json"
+        data = p.read_bytes()
+        assert data.startswith(b"{\n  ")
+        assert json.loads(data) == sources["scene_graphs.json"][1]
+        st = p.stat()
+        assert st.st_size == len(data)
+        assert (st.st_uid, st.st_gid) == (1234, 4321)
+
+
+def test_sigterm_unmounts_and_umount_cleans_up_after_sigkill(real_dataset: Path,
+                                                             tmp_path: Path) -> None:
+    mp = tmp_path / "mp"
+    mp.mkdir()
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        proc = subprocess.Popen([sys.executable, "-m", "vgfs", "mount", "-f", str(real_dataset),
+                                 str(mp)], stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 30
+            while not (mp / "images").exists():
+                assert time.monotonic() < deadline and proc.poll() is None, "mount never came up"
+                time.sleep(0.05)
+            proc.send_signal(sig)
+            proc.wait(timeout=30)
+            if sig == signal.SIGTERM:
+                assert mounted_fs(mp) is None
+            else:
+                assert mounted_fs(mp) is not None  # a dead mount: ENOTCONN
+                with pytest.raises(OSError) as exc:
+                    os.listdir(mp)
+                assert exc.value.errno == errno.ENOTCONN
+                vgfs("umount", str(mp))
+                assert mounted_fs(mp) is None and os.listdir(mp) == []
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            force_unmount(mp)
+
+
+def test_mount_failures_name_the_reason(real_dataset: Path, tmp_path: Path) -> None:
+    mp = tmp_path / "mp"
+    mp.mkdir()
+    r = vgfs("mount", str(tmp_path / "nope"), str(mp), check=False)
+    assert r.returncode != 0 and "not found" in r.stderr and "Traceback" not in r.stderr
+    (mp / "file").write_text("x")
+    r = vgfs("mount", str(real_dataset), str(mp), check=False)
+    assert r.returncode != 0 and "not empty" in r.stderr
+    (mp / "file").unlink()
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "manifest.json").write_text('{"format": 99}')
+    r = vgfs("mount", str(bad), str(mp), check=False)
+    assert r.returncode != 0 and "99" in r.stderr and "format 1" in r.stderr
+    with mounted(real_dataset, mp):
+        r = vgfs("mount", str(real_dataset), str(mp), check=False)
+        assert r.returncode != 0 and "already mounted" in r.stderr
+    r = vgfs("mount", str(real_dataset), str(mp), "-o", "bogus", check=False)
+    assert r.returncode != 0 and "bogus" in r.stderr
+    assert mounted_fs(mp) is None
