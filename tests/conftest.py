@@ -72,6 +72,24 @@ def real_mount(tmp_path_factory: pytest.TempPathFactory, real_dataset: Path) -> 
         yield mp
 
 
+@pytest.fixture(scope="session")
+def synthetic_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A synthetic release of 300 images, built once for the session."""
+    from vgfs.sample import write_sample
+
+    root = tmp_path_factory.mktemp("synthetic")
+    write_sample(root / "release", images=300, seed=1, show_progress=False)
+    build(root / "release", root / "dataset", show_progress=False)
+    return root / "dataset"
+
+
+@pytest.fixture(scope="session")
+def synthetic_mount(tmp_path_factory: pytest.TempPathFactory,
+                    synthetic_dataset: Path) -> Iterator[Path]:
+    with mounted(synthetic_dataset, tmp_path_factory.mktemp("mnt") / "synthetic") as mp:
+        yield mp
+
+
 @pytest.fixture
 def release_copy(tmp_path: Path, release: Path) -> Path:
     """A writable copy of the real excerpts, for tests that break or swap files."""
