@@ -1,8 +1,9 @@
 """The files' bytes: for each kind of node, how its content and exact size are made.
 
 Compact JSON entries are served zero-copy from the LMDB map, whose pages the kernel caches, so
-they skip the LRU. What costs work to make (pretty JSON, README.txt, JPEGs that sit compressed
-in a site's image) goes through the LRU, so the work is done once while it stays hot.
+they skip the LRU. What costs work to make goes through the LRU, so the work is done once while
+it stays hot: pretty JSON, and JPEGs that had to be fetched from storage (not in the page cache,
+or compressed in a site's image).
 """
 
 from __future__ import annotations
@@ -65,13 +66,16 @@ class Views:
         if what == "readme":
             return self._readme
         if what == "jpeg":
-            return self.cache.get_or_make(node.ino, lambda: self._jpeg(node))
+            return self.cache.get(node.ino) or self.load_jpeg(node)
         raise IsADirectoryError(node.ino)
 
-    def _jpeg(self, node: Node) -> bytes:
+    def load_jpeg(self, node: Node) -> bytes:
+        """Read a whole JPEG from the image (blocking) and keep it in the LRU, so that the
+        kernel's next chunk reads of it are served without touching the backend."""
         data = self.ds.jpeg(node.image_id)
         if data is None:
             raise VGFSError(f"image {node.image_id}: JPEG vanished from the index")
+        self.cache.put(node.ino, data)
         return data
 
 
