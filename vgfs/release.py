@@ -210,7 +210,10 @@ def stream_entries(src: Source, kind: str, on_read: Callable[[int], object] | No
     with src.open() as raw:
         reader = _CountingReader(raw, on_read)
         buffered = io.BufferedReader(reader, 1 << 20)
-        first = buffered.peek(64).lstrip()[:1]
+        try:
+            first = buffered.peek(64).lstrip()[:1]
+        except OSError as e:
+            raise VGFSError(f"{src.label}: read failed at byte 0: {e.strerror or e}") from e
         if first != b"[":
             raise VGFSError(f"{src.label}: expected a JSON array at the top level, found"
                             f" {first.decode('latin-1') or 'an empty file'!r}")
