@@ -1,0 +1,207 @@
+"""Build benchmark: time and peak memory of `vgfs build` at full scale and at 10,000 images.
+
+A site builds the dataset once, on whatever machine it has, so the build's memory must not grow
+with the release. Each build runs as its own `vgfs build` process, after the caches are dropped.
+Its memory is measured three ways: the phases' peak RSS that the build writes into its manifest
+(the Python process alone), the largest single process (wait4, mksquashfs included), and the
+whole process tree sampled every 50 ms (Python and mksquashfs at once: what the machine needs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import orjson
+
+from benchmarks import common
+
+FULL_SIZES = (10_000, 108_077)
+QUICK_SIZES = (2_000, 10_000)
+JPEG = "small"
+ANNOTATIONS_TARGET = 300.0  # seconds, at 108,077 images
+RSS_TARGET = 1536.0  # MiB (1.5 GiB)
+ALIKE_TARGET = 1.25  # largest release's peak over the smallest's
+SAMPLE_EVERY = 0.05
+
+
+def _tree(pid: int) -> list[int]:
+    """pid and all its descendants."""
+    pids, i = [pid], 0
+    while i < len(pids):
+        try:
+            for task in os.listdir(f"/proc/{pids[i]}/task"):
+                with open(f"/proc/{pids[i]}/task/{task}/children") as f:
+                    pids += map(int, f.read().split())
+        except OSError:
+            pass
+        i += 1
+    return pids
+
+
+def _rss_mib(pids: list[int]) -> tuple[float, float]:
+    """Summed VmRSS and RssAnon of the processes, in MiB."""
+    rss = anon = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        rss += int(line.split()[1])
+                    elif line.startswith("RssAnon:"):
+                        anon += int(line.split()[1])
+        except OSError:
+            pass
+    return rss / 1024, anon / 1024
+
+
+class TreeSampler(threading.Thread):
+    """The peak summed RSS of a process tree, which no single rusage figure gives."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.stop = pid, threading.Event()
+        self.peak_rss = self.peak_anon = 0.0
+
+    def run(self) -> None:
+        while not self.stop.wait(SAMPLE_EVERY):
+            rss, anon = _rss_mib(_tree(self.pid))
+            self.peak_rss, self.peak_anon = max(self.peak_rss, rss), max(self.peak_anon, anon)
+
+
+def _size_mb(path: Path) -> float:
+    if path.is_file():
+        return path.stat().st_size / 1e6
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
+
+
+def build_once(images: int) -> dict:
+    """Build the release of `images` images from cold caches; the result becomes the cached
+    dataset, so the mount benchmark reuses it."""
+    src = common.release(images, JPEG)
+    final = common.dataset_path(images, JPEG)
+    out = final.with_name(final.name + ".bench")
+    shutil.rmtree(out, ignore_errors=True)
+    common.drop_caches()
+    common.log(f"building {images:,} images")
+    with open(common.DATA / "build.log", "w+") as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([*common.VGFS, "build", str(src), "-o", str(out), "--quiet"],
+                                stdout=subprocess.DEVNULL, stderr=err)
+        sampler = TreeSampler(proc.pid)
+        sampler.start()
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        sampler.stop.set()
+        sampler.join()
+        if proc.returncode != 0:
+            err.seek(0)
+            raise RuntimeError(f"vgfs build of {images} images failed:\n{err.read()[-2000:]}")
+    manifest = orjson.loads((out / "manifest.json").read_bytes())
+    result = {"images": images, "wall_s": wall, "phases": manifest["phases"],
+              "largest_process_mib": usage.ru_maxrss / 1024,
+              "tree_peak_mib": sampler.peak_rss, "tree_anon_peak_mib": sampler.peak_anon,
+              "lmdb_mb": _size_mb(out / "annotations.lmdb"),
+              "sqfs_mb": _size_mb(out / "images.sqfs")}
+    shutil.rmtree(final, ignore_errors=True)
+    os.rename(out, final)
+    common.log(f"built {images:,} images in {wall:.0f} s, tree peak {sampler.peak_rss:.0f} MiB")
+    return result
+
+
+def report(results: list[dict]) -> tuple[str, object]:
+    phase_rows, rows, targets = [], [], []
+    for r in results:
+        for ph in r["phases"]:
+            phase_rows.append([r["images"], ph["phase"], float(ph["seconds"]),
+                               float(ph["peak_rss_mb"])])
+        rows.append([r["images"], r["wall_s"], r["largest_process_mib"], r["tree_peak_mib"],
+                     r["tree_anon_peak_mib"], r["lmdb_mb"], r["sqfs_mb"]])
+    full = next((r for r in results if r["images"] == FULL_SIZES[-1]), None)
+    if full:
+        ann = next(ph["seconds"] for ph in full["phases"] if ph["phase"] == "annotations")
+        targets.append([f"annotations phase at {full['images']:,} images ≤"
+                        f" {ANNOTATIONS_TARGET:.0f} s", f"{ann:.0f} s",
+                        common.verdict(ann <= ANNOTATIONS_TARGET)])
+    for r in results:
+        targets.append([f"peak RSS of the whole build at {r['images']:,} images ≤"
+                        f" {RSS_TARGET:,.0f} MiB", f"{r['tree_peak_mib']:,.0f} MiB",
+                        common.verdict(r["tree_peak_mib"] <= RSS_TARGET)])
+    small, large = results[0], results[-1]
+    growth = large["tree_peak_mib"] / small["tree_peak_mib"]
+    targets.append([f"peak RSS alike: {large['images']:,} over {small['images']:,} images ≤"
+                    f" {ALIKE_TARGET}×", f"{growth:.2f}×", common.verdict(growth <= ALIKE_TARGET)])
+    md = "\n\n".join([
+        "# Build benchmark",
+        common.environment(),
+        f"`vgfs build` of synthetic releases (`vgfs sample --jpeg {JPEG}`), page cache dropped"
+        " before each build. Per phase, from the manifest: seconds and the Python process's"
+        " peak RSS by the phase's end.",
+        common.table(["images", "phase", "seconds", "peak RSS MiB"], phase_rows),
+        "Whole build: the largest single process (mksquashfs included, from wait4) and the"
+        " whole process tree's summed RSS, sampled every 50 ms.",
+        common.table(["images", "wall s", "largest process MiB", "tree peak MiB",
+                      "tree peak anon MiB", "LMDB MB", "images.sqfs MB"], rows),
+        "Targets:",
+        common.table(["target", "measured", "verdict"], targets),
+    ]) + "\n"
+    return md, _plot(results)
+
+
+def _plot(results: list[dict]) -> object:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.5))
+    labels = [f"{r['images']:,}" for r in results]
+    phases = [ph["phase"] for ph in results[0]["phases"]]
+    base = [0.0] * len(results)
+    for i, name in enumerate(phases):
+        secs = [next(ph["seconds"] for ph in r["phases"] if ph["phase"] == name)
+                for r in results]
+        left.barh(labels, secs, left=base, label=name, color=f"C{i}")
+        base = [b + s for b, s in zip(base, secs, strict=True)]
+    left.axvline(ANNOTATIONS_TARGET, color="k", ls="--", lw=1, label="annotations target")
+    left.set_xlabel("seconds")
+    left.set_ylabel("images")
+    left.set_title("Build time by phase")
+    left.legend(fontsize=8)
+    width = 0.35
+    xs = range(len(results))
+    right.bar([x - width / 2 for x in xs], [r["phases"][-1]["peak_rss_mb"] for r in results],
+              width, label="vgfs process")
+    right.bar([x + width / 2 for x in xs], [r["tree_peak_mib"] for r in results], width,
+              label="whole tree (with mksquashfs)")
+    right.axhline(RSS_TARGET, color="k", ls="--", lw=1, label="target 1.5 GiB")
+    right.set_xticks(list(xs), labels)
+    right.set_xlabel("images")
+    right.set_ylabel("peak RSS MiB")
+    right.set_title("Build peak RSS")
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.build", description=__doc__)
+    p.add_argument("--quick", action="store_true",
+                   help=f"build {QUICK_SIZES[0]:,} and {QUICK_SIZES[1]:,} images instead of"
+                   f" {FULL_SIZES[0]:,} and {FULL_SIZES[1]:,}")
+    args = p.parse_args(argv)
+    if os.geteuid() != 0:
+        raise SystemExit("the build benchmark needs root to drop the page cache")
+    sizes = QUICK_SIZES if args.quick else FULL_SIZES
+    md, fig = report([build_once(n) for n in sizes])
+    common.write_results("build", md, fig, args.quick)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+"""What the benchmarks share: the data cache, mounts that always unmount, and result files.
+
+Generating and building a full-scale release takes minutes, so releases and datasets are built
+once into `benchmarks/.data/` and reused. Each is keyed by (images, jpeg, seed, vgfs version):
+a new vgfs version rebuilds it, and an entry is only ever renamed into place when complete.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from vgfs import __version__
+from vgfs.mount import mounted_fs
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE / ".data"
+RESULTS = HERE / "results"
+QUICK_RESULTS = DATA / "quick-results"  # --quick never overwrites the committed results
+VGFS = [sys.executable, "-m", "vgfs"]
+SEED = 0
+
+
+def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    """Run a command; on failure raise with its stderr, which says why."""
+    proc = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n"
+                           f"{proc.stderr.strip()[-2000:]}")
+    return proc
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# --- the data cache ----------------------------------------------------------------------
+
+def _key(images: int, jpeg: str, seed: int) -> str:
+    return f"{images}-{jpeg}-seed{seed}"
+
+
+def _cached(kind: str, images: int, jpeg: str, seed: int) -> Path:
+    """The cache entry's path; entries of the same data for other vgfs versions are removed."""
+    DATA.mkdir(exist_ok=True)
+    prefix = f"{kind}-{_key(images, jpeg, seed)}-vgfs"
+    path = DATA / f"{prefix}{__version__}"
+    for old in DATA.glob(f"{prefix}*"):
+        if old != path:
+            log(f"removing stale {old.name}")
+            shutil.rmtree(old)
+    return path
+
+
+def release(images: int, jpeg: str, seed: int = SEED) -> Path:
+    """A synthetic release in the official format, generated once."""
+    path = _cached("release", images, jpeg, seed)
+    if not path.exists():
+        tmp = path.with_name(path.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        log(f"generating a release of {images} images (--jpeg {jpeg}); done once, then cached")
+        run([*VGFS, "sample", str(tmp), "--images", str(images), "--jpeg", jpeg,
+             "--seed", str(seed), "--quiet"])
+        os.rename(tmp, path)
+    return path
+
+
+def dataset_path(images: int, jpeg: str, seed: int = SEED) -> Path:
+    return _cached("dataset", images, jpeg, seed)
+
+
+def dataset(images: int, jpeg: str, seed: int = SEED) -> Path:
+    """The dataset folder built from `release(images, jpeg, seed)`, built once."""
+    path = dataset_path(images, jpeg, seed)
+    if not path.exists():
+        src = release(images, jpeg, seed)
+        log(f"building the dataset of {images} images; done once, then cached")
+        run([*VGFS, "build", str(src), "-o", str(path), "--quiet"])
+    return path
+
+
+def drop_caches() -> None:
+    """Empty the page, dentry and inode caches, so that the next read comes from the disk."""
+    os.sync()
+    Path("/proc/sys/vm/drop_caches").write_text("3\n")
+
+
+# --- mounts ------------------------------------------------------------------------------
+
+@contextmanager
+def mounted(system: str, dataset: Path, mountpoint: Path) -> Iterator[Path]:
+    """Mount `dataset` (vgfs) or its images.sqfs (squashfuse_ll, kernel), and unmount it in
+    every case. Only a mount made here is ever unmounted."""
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    if mounted_fs(mountpoint) is not None:
+        raise RuntimeError(f"{mountpoint}: something is already mounted there")
+    image = str(dataset / "images.sqfs")
+    mp = str(mountpoint)
+    if system == "vgfs":
+        cmd, umount = [*VGFS, "mount", str(dataset), mp], [*VGFS, "umount", mp]
+    elif system == "squashfuse_ll":
+        cmd, umount = ["squashfuse_ll", image, mp], ["fusermount3", "-u", mp]
+    elif system == "kernel":
+        cmd, umount = ["mount", "-t", "squashfs", "-o", "loop,ro", image, mp], ["umount", mp]
+    else:
+        raise ValueError(system)
+    try:
+        run(cmd, timeout=120)
+        if mounted_fs(mountpoint) is None:
+            raise RuntimeError(f"{' '.join(cmd)} returned, but nothing is mounted")
+        yield mountpoint
+    finally:
+        if mounted_fs(mountpoint) is not None:
+            proc = subprocess.run(umount, capture_output=True, text=True, timeout=60)
+            if proc.returncode != 0 or mounted_fs(mountpoint) is not None:
+                log(f"{' '.join(umount)} failed ({proc.stderr.strip()}); detaching lazily")
+                lazy = ["umount", "-l", mp] if system == "kernel" else [
+                    "fusermount3", "-u", "-z", mp]
+                subprocess.run(lazy, check=False)
+
+
+# --- results -----------------------------------------------------------------------------
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def _tool_version(package: str) -> str:
+    proc = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", package],
+                          capture_output=True, text=True)
+    return proc.stdout.strip() or "?"
+
+
+def environment() -> str:
+    """One line that says what ran where, so that results can be compared across runs."""
+    commit = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip() or "?"
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (f"{time.strftime('%Y-%m-%d')}, vgfs {__version__} at {commit}; {os.cpu_count()}"
+            f" cores, {mem:.0f} GiB RAM, Linux {platform.release()}, Python"
+            f" {platform.python_version()}; squashfuse {_tool_version('squashfuse')},"
+            f" squashfs-tools {_tool_version('squashfs-tools')}, fuse3 {_tool_version('fuse3')}")
+
+
+def table(header: list[str], rows: list[list[object]]) -> str:
+    """A markdown table; numbers right-aligned."""
+    align = ["---:" if rows and isinstance(rows[0][i], int | float) else "---"
+             for i in range(len(header))]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
+    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:,.2f}" if abs(value) < 100 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def write_results(name: str, markdown: str, figure: object, quick: bool) -> Path:
+    """Print the table and write it with its plot (a matplotlib figure) as NAME.md/NAME.png."""
+    out = QUICK_RESULTS if quick else RESULTS
+    out.mkdir(parents=True, exist_ok=True)
+    print(markdown)
+    (out / f"{name}.md").write_text(markdown)
+    figure.savefig(out / f"{name}.png", dpi=80)  # type: ignore[attr-defined]
+    log(f"wrote {name}.md and {name}.png to {out.relative_to(HERE.parent)}")
+    return out
