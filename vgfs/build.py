@@ -103,13 +103,29 @@ def _cleanup_on_failure(tmp: Path) -> Iterator[None]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise VGFSError(f"{tmp}: annotation database is full") from e
     except lmdb.Error as e:
+        full = _full_hint(tmp)
         shutil.rmtree(tmp, ignore_errors=True)
-        raise VGFSError(f"{tmp / 'annotations.lmdb'}: {e}") from e
+        raise VGFSError(f"{tmp / 'annotations.lmdb'}: {e}{full}") from e
+    except VGFSError as e:
+        full = _full_hint(tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not full:
+            raise
+        raise VGFSError(f"{e}{full}") from e
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     finally:
         signal.signal(signal.SIGTERM, old)
+
+
+def _full_hint(tmp: Path) -> str:
+    """LMDB and mksquashfs report a full device as EIO or a failed write: say what it was."""
+    try:
+        st = os.statvfs(tmp)
+    except OSError:
+        return ""
+    return "; no space left on the device" if st.f_bavail * st.f_frsize < (1 << 20) else ""
 
 
 def _remove_stale_temps(out: Path) -> None:
