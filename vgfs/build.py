@@ -324,8 +324,9 @@ class _Builder:
             folders += self._extract_zips(jpegs, stage)
         image = self.tmp / "images.sqfs"
         self._mksquashfs(folders, image)
-        shutil.rmtree(stage, ignore_errors=True)
+        # The check reads the extracted JPEGs, so the staging folder goes only after it.
         self._index_image(image, jpegs, check_against_source=True)
+        shutil.rmtree(stage, ignore_errors=True)
         return {"path": "images.sqfs", "jpegs": len(jpegs), "size": image.stat().st_size,
                 "built_with": "mksquashfs " + " ".join(MKSQUASHFS_OPTS)}
 
