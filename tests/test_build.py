@@ -1,0 +1,357 @@
+"""`vgfs build`, `verify` and `info`, for real: real LMDB, real mksquashfs, the real excerpts."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import vgfs
+from tests.conftest import V12
+from tests.conftest import vgfs as run_vgfs
+from vgfs.dataset import FORMAT
+from vgfs.release import WHOLE_FILES
+
+KIND_SOURCES = {
+    "meta": "image_data.json",
+    "objects": "objects.json",
+    "attributes": "attributes.json",
+    "relationships": "relationships.json",
+    "graph": "scene_graphs.json",
+    "regions": "region_descriptions.json",
+    "qa": "question_answers.json",
+}
+JPEGS = {1: "VG_100K_2/1.jpg", 2: "VG_100K/2.jpg", 4: "VG_100K/4.jpg", 5: "VG_100K/5.jpg"}
+IDS = list(range(1, 61))
+
+
+def _image_id(entry: dict) -> int:
+    return entry["image_id"] if "image_id" in entry else entry["id"]
+
+
+def _entries(path: Path) -> dict[int, dict]:
+    """A per-image release file's entries by image id, loaded with the standard library."""
+    entries = json.loads(path.read_bytes())
+    by_id = {_image_id(e): e for e in entries}
+    assert len(by_id) == len(entries)
+    return by_id
+
+
+def _assert_entries_equal(dataset: Path, files: dict[str, Path]) -> None:
+    """Every stored entry of each kind equals the source file's entry, and there are no others."""
+    with vgfs.open_dataset(dataset) as ds:
+        assert list(ds.image_ids()) == IDS
+        for kind, path in files.items():
+            source = _entries(path)
+            assert sorted(source) == IDS, path
+            for image_id, entry in source.items():
+                assert ds.entry(kind, image_id) == entry, (kind, image_id)
+            assert ds.manifest["kinds"][kind]["entries"] == len(source)
+
+
+def _assert_jpegs_equal(dataset: Path, release: Path) -> None:
+    """The four real JPEGs come back byte for byte; the other images have none."""
+    with vgfs.open_dataset(dataset) as ds:
+        for image_id in IDS:
+            if image_id in JPEGS:
+                data = (release / JPEGS[image_id]).read_bytes()
+                assert ds.jpeg(image_id) == data, image_id
+                assert ds.jpeg_index(image_id)[2] == hashlib.sha256(data).digest()
+            else:
+                assert ds.jpeg(image_id) is None, image_id
+
+
+def _build(release: Path, out: Path, *args: str, check: bool = True
+           ) -> subprocess.CompletedProcess:
+    """`vgfs build RELEASE -o OUT`, through the real command line."""
+    return run_vgfs("build", str(release), "-o", str(out), "--quiet", *args, check=check,
+                    timeout=120)
+
+
+def _leftovers(out: Path) -> list[str]:
+    """The output and any hidden temporary folder of a build of it."""
+    return sorted(p.name for p in out.parent.iterdir()
+                  if p.name == out.name or p.name.startswith(f".{out.name}."))
+
+
+def _error_line(stderr: str) -> str:
+    """The single error sentence of a failed command; no traceback anywhere."""
+    assert "Traceback" not in stderr, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("vgfs: error: ")]
+    assert len(errors) == 1, stderr
+    return errors[0]
+
+
+# --- 1. the real release, stored as released --------------------------------------------------
+
+
+def test_every_entry_equals_its_source(real_dataset: Path, release: Path) -> None:
+    """Each of the seven per-image kinds holds exactly the release's entry for every image."""
+    _assert_entries_equal(real_dataset, {k: release / n for k, n in KIND_SOURCES.items()})
+
+
+def test_every_jpeg_is_byte_identical(real_dataset: Path, release: Path) -> None:
+    """JPEGs from VG_100K and VG_100K_2 are stored byte for byte, indexed with their sha256."""
+    _assert_jpegs_equal(real_dataset, release)
+
+
+def test_whole_files_are_stored_as_released(real_dataset: Path, release: Path) -> None:
+    """synsets, aliases, image_data.json etc. are served with the release's exact bytes."""
+    with vgfs.open_dataset(real_dataset) as ds:
+        assert set(ds.whole_files) == set(WHOLE_FILES)
+        for name in WHOLE_FILES:
+            assert bytes(ds.whole_file(name)) == (release / name).read_bytes(), name
+
+
+def test_manifest_records_versions_sources_and_counts(real_dataset: Path, release: Path) -> None:
+    """The manifest names format and tool, and each source's version, size, sha256, entries."""
+    m = json.loads((real_dataset / "manifest.json").read_bytes())
+    assert m["format"] == FORMAT == 1
+    assert m["tool"] == f"vgfs {vgfs.__version__}"
+    expected = set(KIND_SOURCES.values()) | set(WHOLE_FILES)
+    assert set(m["sources"]) == expected
+    for name in expected:
+        data = (release / name).read_bytes()
+        s = m["sources"][name]
+        if name in ("objects.json", "relationships.json"):
+            version = "1.4"
+        elif name.endswith("_alias.txt"):
+            version = "1.4"  # the alias files were first released with v1.4
+        else:
+            version = "1.2"
+        entries = data.count(b"\n") if name.endswith(".txt") else len(json.loads(data))
+        assert s == {"file": str(release / name), "version": version, "size": len(data),
+                     "sha256": hashlib.sha256(data).hexdigest(), "entries": entries}, name
+    assert m["counts"] == {"images": 60, "jpegs": 4, "images_without_jpeg": 56,
+                           "jpegs_without_annotations": 0}
+    for kind, k in m["kinds"].items():
+        assert (k["source"], k["entries"], k["unknown_ids"], k["missing_images"]) == (
+            KIND_SOURCES[kind], 60, 0, 0)
+    assert m["images"]["path"] == "images.sqfs"
+    assert m["images"]["jpegs"] == 4
+
+
+def test_cli_build_reports_what_it_cannot_show(release_copy: Path, tmp_path: Path) -> None:
+    """Entries for unknown ids, images without JPEG and JPEGs without annotations are counted
+    in the manifest and reported on stderr, never dropped silently."""
+    objects = json.loads((release_copy / "objects.json").read_bytes())
+    objects.append({"image_id": 9999, "objects": []})
+    (release_copy / "objects.json").write_bytes(json.dumps(objects).encode())
+    shutil.copy(release_copy / "VG_100K" / "2.jpg", release_copy / "VG_100K" / "777.jpg")
+    out = tmp_path / "out"
+    proc = _build(release_copy, out)
+    assert "Traceback" not in proc.stderr
+    assert "objects.json" in proc.stderr and "9999" in proc.stderr
+    assert "56 images" in proc.stderr and "777" in proc.stderr
+    m = json.loads((out / "manifest.json").read_bytes())
+    assert m["kinds"]["objects"]["unknown_ids"] == 1
+    assert m["counts"] == {"images": 60, "jpegs": 5, "images_without_jpeg": 56,
+                           "jpegs_without_annotations": 1}
+    with vgfs.open_dataset(out) as ds:
+        assert ds.entry("objects", 9999) == {"image_id": 9999, "objects": []}
+        assert ds.jpeg(777) == (release_copy / "VG_100K" / "2.jpg").read_bytes()
+
+
+# --- 2. v1.2 files, and a graph composed without scene_graphs.json --------------------------
+
+
+@pytest.fixture
+def v12_release(release_copy: Path) -> Path:
+    """The real excerpts with objects.json and relationships.json in their v1.2 format."""
+    for name in ("objects.json", "relationships.json"):
+        shutil.copy(V12 / name, release_copy / name)
+    return release_copy
+
+
+def test_v12_files_are_detected_and_stored_as_released(v12_release: Path, tmp_path: Path,
+                                                       release: Path) -> None:
+    """v1.2 objects/relationships are detected as 1.2, and their entries stored unchanged."""
+    out = tmp_path / "out"
+    _build(v12_release, out)
+    m = json.loads((out / "manifest.json").read_bytes())
+    for name in ("objects.json", "relationships.json"):
+        assert m["sources"][name]["version"] == "1.2"
+        assert m["sources"][name]["sha256"] == hashlib.sha256(
+            (V12 / name).read_bytes()).hexdigest()
+    assert m["kinds"]["objects"]["version"] == m["kinds"]["relationships"]["version"] == "1.2"
+    files = {k: release / n for k, n in KIND_SOURCES.items()}
+    files.update(objects=V12 / "objects.json", relationships=V12 / "relationships.json")
+    _assert_entries_equal(out, files)
+
+
+def test_graph_is_composed_without_scene_graphs(v12_release: Path, tmp_path: Path,
+                                                release: Path) -> None:
+    """Without scene_graphs.json each graph is composed from attributes.json (objects) and
+    relationships.json (flat relationships); on the v1.2 data it equals the released graph."""
+    (v12_release / "scene_graphs.json").unlink()
+    out = tmp_path / "out"
+    _build(v12_release, out)
+    attributes = _entries(release / "attributes.json")
+    relationships = _entries(V12 / "relationships.json")
+    scene_graphs = _entries(release / "scene_graphs.json")
+    with vgfs.open_dataset(out) as ds:
+        assert ds.manifest["kinds"]["graph"]["version"] == "composed"
+        assert "scene_graphs.json" not in ds.manifest["sources"]
+        for image_id in IDS:
+            graph = ds.entry("graph", image_id)
+            assert set(graph) == {"image_id", "objects", "relationships"}
+            assert graph["image_id"] == image_id
+            assert graph["objects"] == attributes[image_id]["attributes"]
+            flat = [{"relationship_id": r["relationship_id"], "predicate": r["predicate"],
+                     "synsets": r["synsets"], "subject_id": r["subject"]["object_id"],
+                     "object_id": r["object"]["object_id"]}
+                    for r in relationships[image_id]["relationships"]]
+            assert graph["relationships"] == flat, image_id
+            assert graph == scene_graphs[image_id], image_id
+
+
+# --- 3. zipped inputs -----------------------------------------------------------------------
+
+
+def test_zipped_release_gives_the_same_dataset(release_copy: Path, tmp_path: Path,
+                                               release: Path, real_dataset: Path) -> None:
+    """NAME.json.zip files (member at the top or in a subfolder) and images.zip/images2.zip
+    give the same entries, JPEG bytes, whole files and source checksums as the plain files."""
+    for i, path in enumerate(sorted(release_copy.glob("*.json"))):
+        member = f"vg/{path.name}" if i % 2 else path.name
+        with zipfile.ZipFile(f"{path}.zip", "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.write(path, member)
+        path.unlink()
+    for zname, folder in (("images.zip", "VG_100K"), ("images2.zip", "VG_100K_2")):
+        with zipfile.ZipFile(release_copy / zname, "w", zipfile.ZIP_DEFLATED) as zf:
+            for jpeg in sorted((release_copy / folder).iterdir()):
+                zf.write(jpeg, f"{folder}/{jpeg.name}")
+        shutil.rmtree(release_copy / folder)
+    assert not list(release_copy.glob("*.json")) and not list(release_copy.glob("VG_100K*"))
+    out = tmp_path / "out"
+    _build(release_copy, out)
+    _assert_entries_equal(out, {k: release / n for k, n in KIND_SOURCES.items()})
+    _assert_jpegs_equal(out, release)
+    with vgfs.open_dataset(out) as ds, vgfs.open_dataset(real_dataset) as plain:
+        for name in WHOLE_FILES:
+            assert bytes(ds.whole_file(name)) == (release / name).read_bytes(), name
+        for name, s in plain.manifest["sources"].items():
+            z = ds.manifest["sources"][name]
+            assert {k: z[k] for k in ("version", "size", "sha256", "entries")} == {
+                k: s[k] for k in ("version", "size", "sha256", "entries")}, name
+        assert ds.manifest["counts"] == plain.manifest["counts"]
+
+
+# --- 4. bad inputs: one sentence, non-zero exit, nothing left behind ------------------------
+
+
+def _edit_json(name: str, change: Callable[[list], object]) -> Callable[[Path], None]:
+    def edit(rel: Path) -> None:
+        entries = json.loads((rel / name).read_bytes())
+        change(entries)
+        (rel / name).write_bytes(json.dumps(entries).encode())
+    return edit
+
+
+def _truncate(rel: Path) -> None:
+    data = (rel / "objects.json").read_bytes()
+    (rel / "objects.json").write_bytes(data[: len(data) // 2])
+
+
+def _string_id(entries: list) -> None:
+    entries[3]["image_id"] = "4"
+
+
+def _list_entry(entries: list) -> None:
+    entries[5] = [entries[5]]
+
+
+def _list_item(entries: list) -> None:
+    entries[5]["objects"][0] = [1, 2]
+
+
+def _duplicate(entries: list) -> None:
+    entries[7] = entries[6]
+
+
+def _unreadable(rel: Path) -> None:
+    """Reading /proc/self/mem at offset 0 fails with EIO: a real read error, even for root."""
+    (rel / "objects.json").unlink()
+    (rel / "objects.json").symlink_to("/proc/self/mem")
+
+
+BAD_INPUTS = {
+    # case: (break the release, file the message names, what else it must say)
+    "truncated": (_truncate, "objects.json", ["malformed JSON", "byte"]),
+    "string-id": (_edit_json("attributes.json", _string_id), "attributes.json",
+                  ["image_id='4'", "integer"]),
+    "list-entry": (_edit_json("region_descriptions.json", _list_entry),
+                   "region_descriptions.json", ["entry 5 is a list"]),
+    "list-item": (_edit_json("objects.json", _list_item), "objects.json",
+                  ["image 6", "list"]),
+    "duplicate": (_edit_json("question_answers.json", _duplicate), "question_answers.json",
+                  ["image id 7", "twice"]),
+    "no-image-data": (lambda rel: (rel / "image_data.json").unlink(), "image_data.json",
+                      ["no image_data.json"]),
+    "unreadable": (_unreadable, "objects.json", ["Input/output error"]),
+    "jpeg-name": (lambda rel: shutil.copy(rel / "VG_100K" / "2.jpg", rel / "VG_100K" / "abc.jpg"),
+                  "VG_100K/abc.jpg", ["<image_id>.jpg"]),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_is_one_sentence_and_leaves_nothing(case: str, release_copy: Path,
+                                                      tmp_path: Path) -> None:
+    """Each bad input stops `vgfs build` with a non-zero exit and one sentence naming the file
+    and the problem, and leaves neither the output nor a temporary folder behind."""
+    breaker, file, words = BAD_INPUTS[case]
+    breaker(release_copy)
+    out = tmp_path / "out"
+    proc = _build(release_copy, out, check=False)
+    assert proc.returncode != 0
+    line = _error_line(proc.stderr)
+    assert file in line, line
+    for word in words:
+        assert word in line, line
+    assert _leftovers(out) == []
+
+
+def test_full_device_is_reported_and_leaves_nothing(tmp_path: Path, release: Path,
+                                                    real_dataset: Path) -> None:
+    """A build onto a full device fails with 'no space left', whether LMDB or mksquashfs
+    hits the limit, and leaves the device empty."""
+    lmdb_bytes = (real_dataset / "annotations.lmdb" / "data.mdb").stat().st_blocks * 512
+    sizes = {"annotations": lmdb_bytes // 2, "images": lmdb_bytes + (64 << 10)}
+    for phase, size in sizes.items():
+        small = tmp_path / f"small-{phase}"
+        small.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(small)],
+                       check=True)
+        try:
+            proc = _build(release, small / "out", check=False)
+            assert proc.returncode != 0, phase
+            line = _error_line(proc.stderr)
+            assert "no space left" in line.lower(), line
+            assert os.listdir(small) == [], phase
+        finally:
+            subprocess.run(["umount", str(small)], check=True)
+
+
+def test_existing_output_needs_force(tmp_path: Path, release: Path) -> None:
+    """An existing output folder is refused without --force and untouched; --force replaces
+    it in one step and leaves no temporary or old folder."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep").write_text("mine")
+    proc = _build(release, out, check=False)
+    assert proc.returncode != 0
+    line = _error_line(proc.stderr)
+    assert str(out) in line and "--force" in line, line
+    assert os.listdir(out) == ["keep"]
+    _build(release, out, "--force")
+    assert not (out / "keep").exists()
+    assert _leftovers(out) == ["out"]
+    with vgfs.open_dataset(out) as ds:
+        assert ds.manifest["counts"]["images"] == 60
