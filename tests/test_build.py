@@ -6,7 +6,9 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
+import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -14,9 +16,10 @@ from pathlib import Path
 import pytest
 
 import vgfs
-from tests.conftest import V12
+from tests.conftest import V12, VGFS
 from tests.conftest import vgfs as run_vgfs
 from vgfs.dataset import FORMAT
+from vgfs.errors import VGFSError
 from vgfs.release import WHOLE_FILES
 
 KIND_SOURCES = {
@@ -323,7 +326,7 @@ def test_full_device_is_reported_and_leaves_nothing(tmp_path: Path, release: Pat
     """A build onto a full device fails with 'no space left', whether LMDB or mksquashfs
     hits the limit, and leaves the device empty."""
     lmdb_bytes = (real_dataset / "annotations.lmdb" / "data.mdb").stat().st_blocks * 512
-    sizes = {"annotations": lmdb_bytes // 2, "images": lmdb_bytes + (64 << 10)}
+    sizes = {"annotations.lmdb": lmdb_bytes // 2, "images.sqfs": lmdb_bytes + (64 << 10)}
     for phase, size in sizes.items():
         small = tmp_path / f"small-{phase}"
         small.mkdir()
@@ -333,7 +336,7 @@ def test_full_device_is_reported_and_leaves_nothing(tmp_path: Path, release: Pat
             proc = _build(release, small / "out", check=False)
             assert proc.returncode != 0, phase
             line = _error_line(proc.stderr)
-            assert "no space left" in line.lower(), line
+            assert phase in line and "no space left" in line.lower(), line
             assert os.listdir(small) == [], phase
         finally:
             subprocess.run(["umount", str(small)], check=True)
@@ -355,3 +358,143 @@ def test_existing_output_needs_force(tmp_path: Path, release: Path) -> None:
     assert _leftovers(out) == ["out"]
     with vgfs.open_dataset(out) as ds:
         assert ds.manifest["counts"]["images"] == 60
+
+
+# --- 5. interrupted builds --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def big_release(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A synthetic release of 3000 images: its build takes a few seconds, time to kill it."""
+    from vgfs.sample import write_sample
+
+    out = tmp_path_factory.mktemp("big") / "release"
+    write_sample(out, images=3000, seed=0, jpeg="small", show_progress=False)
+    return out
+
+
+def _start_build(release: Path, out: Path) -> tuple[subprocess.Popen, Path]:
+    """Start `vgfs build` and wait until its temporary folder holds a growing LMDB."""
+    proc = subprocess.Popen([*VGFS, "build", str(release), "-o", str(out), "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    tmp = out.parent / f".{out.name}.building-{proc.pid}"
+    deadline = time.monotonic() + 30
+    while not (tmp / "annotations.lmdb" / "data.mdb").exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the build never started writing"
+        time.sleep(0.02)
+    time.sleep(0.5)
+    assert proc.poll() is None, "the build finished before it could be interrupted"
+    return proc, tmp
+
+
+def test_killed_build_leaves_no_dataset(big_release: Path, tmp_path: Path) -> None:
+    """SIGKILL mid-build leaves no dataset (only a hidden temporary folder); the next build
+    of the same output succeeds and removes that stale folder."""
+    out = tmp_path / "out"
+    proc, tmp = _start_build(big_release, out)
+    proc.kill()
+    proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert not out.exists()
+    assert _leftovers(out) == [tmp.name]
+    _build(big_release, out)
+    assert _leftovers(out) == ["out"]
+    with vgfs.open_dataset(out) as ds:
+        assert ds.manifest["counts"]["images"] == 3000
+
+
+def test_terminated_build_cleans_up(big_release: Path, tmp_path: Path) -> None:
+    """SIGTERM mid-build exits non-zero without a traceback and removes its temporary folder."""
+    out = tmp_path / "out"
+    proc, _ = _start_build(big_release, out)
+    proc.terminate()
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode != 0
+    assert "Traceback" not in stderr, stderr
+    assert _leftovers(out) == []
+
+
+# --- 6. verify --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def dataset_copy(real_dataset: Path, tmp_path: Path) -> Path:
+    """A private copy of the session's dataset, to damage."""
+    return Path(shutil.copytree(real_dataset, tmp_path / "dataset"))
+
+
+def _flip(path: Path, offset: int) -> None:
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)
+        f.seek(offset)
+        f.write(bytes([byte[0] ^ 0x01]))
+
+
+def test_verify_passes_on_a_good_dataset(real_dataset: Path) -> None:
+    """`vgfs verify` reads everything back and exits 0 on an intact dataset."""
+    proc = run_vgfs("verify", str(real_dataset), "--quiet", timeout=120)
+    assert "matches" in proc.stdout
+
+
+def test_verify_catches_a_flipped_jpeg_byte(dataset_copy: Path) -> None:
+    """One flipped bit inside a JPEG's extent in images.sqfs is caught and named."""
+    with vgfs.open_dataset(dataset_copy) as ds:
+        offset, size, _, path = ds.jpeg_index(4)
+    assert path is None  # one contiguous run: the fast path
+    _flip(dataset_copy / "images.sqfs", offset + size // 2)
+    proc = run_vgfs("verify", str(dataset_copy), "--quiet", check=False, timeout=120)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    mismatches = [line for line in proc.stderr.splitlines() if line.startswith("mismatch:")]
+    assert len(mismatches) == 1 and "image 4" in mismatches[0] and "JPEG" in mismatches[0], (
+        proc.stderr)
+
+
+def test_verify_catches_a_flipped_lmdb_byte(dataset_copy: Path) -> None:
+    """One flipped bit inside a stored entry in data.mdb is caught and named by image and kind."""
+    data_mdb = dataset_copy / "annotations.lmdb" / "data.mdb"
+    with vgfs.open_dataset(dataset_copy) as ds:
+        record = bytes(ds.record("regions", 30))
+    raw = data_mdb.read_bytes()
+    middle = len(record) // 2
+    needle = record[middle: middle + 48]
+    assert raw.count(needle) == 1, "pick a substring stored once"
+    _flip(data_mdb, raw.index(needle) + 24)
+    proc = run_vgfs("verify", str(dataset_copy), "--quiet", check=False, timeout=120)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    assert "image 30: regions record does not match its checksum" in proc.stderr, proc.stderr
+    assert "vgfs: verify: " in proc.stderr
+
+
+# --- 7. info and the format version -----------------------------------------------------------
+
+
+def test_info_prints_version_counts_and_sources(real_dataset: Path) -> None:
+    """`vgfs info` shows the format and tool version, the counts and every source's version."""
+    out = run_vgfs("info", str(real_dataset)).stdout
+    assert f"format       {FORMAT} (built by vgfs {vgfs.__version__}" in out
+    assert "60 (4 JPEGs, 56 without a JPEG, 0 JPEGs without annotations)" in out
+    lines = {line.split()[0]: line.split() for line in out.splitlines() if line.strip()}
+    m = json.loads((real_dataset / "manifest.json").read_bytes())
+    for name, s in m["sources"].items():
+        assert lines[name][1:3] == [s["version"], str(s["entries"])], name
+    assert lines["objects.json"][1] == lines["relationships.json"][1] == "1.4"
+    assert "images.sqfs" in out
+
+
+def test_unknown_format_is_refused(dataset_copy: Path) -> None:
+    """A manifest of another format version is refused, naming the found and supported ones."""
+    manifest = dataset_copy / "manifest.json"
+    m = json.loads(manifest.read_bytes())
+    m["format"] = 99
+    manifest.write_text(json.dumps(m))
+    with pytest.raises(VGFSError) as e:
+        vgfs.open_dataset(dataset_copy)
+    assert "99" in str(e.value) and f"format {FORMAT}" in str(e.value)
+    proc = run_vgfs("info", str(dataset_copy), check=False)
+    assert proc.returncode != 0
+    line = _error_line(proc.stderr)
+    assert "manifest.json" in line and "99" in line and f"format {FORMAT}" in line, line
