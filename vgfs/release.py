@@ -140,14 +140,15 @@ def _is_int(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _entry_id(src: Source, entry: object, index: int) -> int:
+def _entry_id(src: Source, entry: object, index: int, prev: int | None = None) -> int:
+    where = f"entry {index}" if prev is None else f"entry {index} (after image {prev})"
     if not isinstance(entry, dict):
-        raise VGFSError(f"{src.label}: entry {index} is a {type(entry).__name__}, expected an"
+        raise VGFSError(f"{src.label}: {where} is a {type(entry).__name__}, expected an"
                         " object")
     key = "image_id" if "image_id" in entry else "id"
     image_id = entry.get(key)
     if not _is_int(image_id) or image_id < 0:
-        raise VGFSError(f"{src.label}: entry {index} has {key}={image_id!r}, expected a"
+        raise VGFSError(f"{src.label}: {where} has {key}={image_id!r}, expected a"
                         " non-negative integer image id")
     if key == "id":
         src._features.add("image_key_id")
@@ -218,9 +219,10 @@ def stream_entries(src: Source, kind: str, on_read: Callable[[int], object] | No
             raise VGFSError(f"{src.label}: expected a JSON array at the top level, found"
                             f" {first.decode('latin-1') or 'an empty file'!r}")
         index = 0
+        image_id: int | None = None  # the previous entry's, to place an entry without one
         try:
             for entry in ijson.items(buffered, "item", use_float=True):
-                image_id = _entry_id(src, entry, index)
+                image_id = _entry_id(src, entry, index, image_id)
                 _check_lists(src, entry, image_id, list_keys)
                 try:
                     data = orjson.dumps(entry)
