@@ -289,9 +289,9 @@ BAD_INPUTS = {
     # case: (break the release, file the message names, what else it must say)
     "truncated": (_truncate, "objects.json", ["malformed JSON", "byte"]),
     "string-id": (_edit_json("attributes.json", _string_id), "attributes.json",
-                  ["image_id='4'", "integer"]),
+                  ["entry 3 (after image 3)", "image_id='4'", "integer"]),
     "list-entry": (_edit_json("region_descriptions.json", _list_entry),
-                   "region_descriptions.json", ["entry 5 is a list"]),
+                   "region_descriptions.json", ["entry 5 (after image 5) is a list"]),
     "list-item": (_edit_json("objects.json", _list_item), "objects.json",
                   ["image 6", "list"]),
     "duplicate": (_edit_json("question_answers.json", _duplicate), "question_answers.json",
