@@ -92,7 +92,7 @@ def _error_line(stderr: str) -> str:
     return errors[0]
 
 
-# --- 1. the real release, stored as released --------------------------------------------------
+# --- the real release, stored as released --------------------------------------------------
 
 
 def test_every_entry_equals_its_source(real_dataset: Path, release: Path) -> None:
@@ -162,7 +162,7 @@ def test_cli_build_reports_what_it_cannot_show(release_copy: Path, tmp_path: Pat
         assert ds.jpeg(777) == (release_copy / "VG_100K" / "2.jpg").read_bytes()
 
 
-# --- 2. v1.2 files, and a graph composed without scene_graphs.json --------------------------
+# --- v1.2 files, and a graph composed without scene_graphs.json --------------------------
 
 
 @pytest.fixture
@@ -215,7 +215,7 @@ def test_graph_is_composed_without_scene_graphs(v12_release: Path, tmp_path: Pat
             assert graph == scene_graphs[image_id], image_id
 
 
-# --- 3. zipped inputs -----------------------------------------------------------------------
+# --- zipped inputs -----------------------------------------------------------------------
 
 
 def test_zipped_release_gives_the_same_dataset(release_copy: Path, tmp_path: Path,
@@ -247,7 +247,7 @@ def test_zipped_release_gives_the_same_dataset(release_copy: Path, tmp_path: Pat
         assert ds.manifest["counts"] == plain.manifest["counts"]
 
 
-# --- 4. bad inputs: one sentence, non-zero exit, nothing left behind ------------------------
+# --- bad inputs: one sentence, non-zero exit, nothing left behind ------------------------
 
 
 def _edit_json(name: str, change: Callable[[list], object]) -> Callable[[Path], None]:
@@ -360,7 +360,7 @@ def test_existing_output_needs_force(tmp_path: Path, release: Path) -> None:
         assert ds.manifest["counts"]["images"] == 60
 
 
-# --- 5. interrupted builds --------------------------------------------------------------------
+# --- interrupted builds --------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -415,7 +415,7 @@ def test_terminated_build_cleans_up(big_release: Path, tmp_path: Path) -> None:
     assert _leftovers(out) == []
 
 
-# --- 6. verify --------------------------------------------------------------------------------
+# --- verify --------------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -469,7 +469,7 @@ def test_verify_catches_a_flipped_lmdb_byte(dataset_copy: Path) -> None:
     assert "vgfs: verify: " in proc.stderr
 
 
-# --- 7. info and the format version -----------------------------------------------------------
+# --- info and the format version -----------------------------------------------------------
 
 
 def test_info_prints_version_counts_and_sources(real_dataset: Path) -> None:
