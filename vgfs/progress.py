@@ -28,9 +28,16 @@ class _PlainProgress:
             self._line(now)
 
     def _line(self, now: float) -> None:
-        rate = self.n / max(now - self._start, 1e-9)
-        of = f"/{self.total:.0f}" if self.total else ""
-        print(f"{self.desc}: {self.n:.0f}{of} {self.unit} ({rate:.0f} {self.unit}/s)",
+        elapsed = max(now - self._start, 1e-9)
+        scale, unit = (1e6, "MB") if self.unit == "B" else (1, self.unit)
+        done = f"{self.n / scale:.1f}"
+        if self.total:
+            done += f"/{self.total / scale:.1f} {unit} ({100 * self.n / self.total:.0f}%"
+            eta = (self.total - self.n) * elapsed / self.n if self.n else 0
+            done += f", ETA {eta:.0f} s)" if self.n < self.total else ")"
+        else:
+            done += f" {unit}"
+        print(f"{self.desc}: {done}, {self.n / scale / elapsed:.1f} {unit}/s, {elapsed:.0f} s",
               file=sys.stderr, flush=True)
 
     def close(self) -> None:
