@@ -31,11 +31,10 @@ _MAGIC = 0x73717368
 _MAX_DEPTH = 1024  # deeper than any real tree; bounds work on a crafted one
 _MAX_DIR_COUNT = 256  # entries per directory header, as mksquashfs and the kernel use
 _MAX_NAME = 256
-_LZMA_MEMLIMIT = 256 << 20  # decoders need about the dictionary size, at most 1 MiB here
+_LZMA_MEMLIMIT = 64 << 20  # real blocks need about their dictionary, at most 1 MiB
 
-# Inode types; 8..14 are the "extended" variants of 1..7.
-_DIR, _FILE, _SYMLINK = 1, 2, 3
-_LDIR, _LFILE = 8, 9
+# Inode types; 8..14 are the "extended" variants of 1..7 (3..7 are links and special files).
+_DIR, _FILE, _LDIR, _LFILE = 1, 2, 8, 9
 
 _SUPERBLOCK = struct.Struct("<IIIIIHHHHHHQQQQQQQQ")
 _INODE_HEADER = struct.Struct("<HHHHII")
@@ -227,7 +226,7 @@ class _Cursor:
 
 
 class SquashFSImage:
-    """An open SquashFS 4.0 image; safe to share between threads."""
+    """An open SquashFS 4.0 image; walk, lookup and read are safe to call from many threads."""
 
     def __init__(self, path: str | os.PathLike, cache_bytes: int = 32 << 20) -> None:
         self._path = os.fspath(path)
@@ -265,6 +264,10 @@ class SquashFSImage:
         starts += [t for t in optional if t != _NO_TABLE]
         if not all(_SUPERBLOCK.size <= t < sb.bytes_used for t in starts):
             raise self._corrupt("a table starts outside the image")
+        # The id table is never read, but its index is the image's last or next-to-last table,
+        # so checking that it fits catches most truncated images before any parsing.
+        if not sb.ids or sb.id_table + 8 * -(-sb.ids * 4 // _META_SIZE) > sb.bytes_used:
+            raise self._corrupt(f"its id table cannot hold {sb.ids} ids")
         if sb.inode_table >= sb.dir_table:
             raise self._corrupt("the inode table does not come before the directory table")
         self.block_size = sb.block_size
@@ -455,7 +458,11 @@ class SquashFSImage:
     # -- public API ------------------------------------------------------------------------
 
     def walk(self) -> Iterator[FileEntry]:
-        """Every regular file in the image, depth-first, each directory in stored order."""
+        """Every regular file in the image, depth-first, each directory in stored (sorted) order.
+
+        A hard-linked file appears under each of its names; symlinks and special files are left
+        out. Corruption found part-way raises SquashFSError after the entries before it.
+        """
         try:
             itype, cur = self._inode(self._root)
             if itype not in (_DIR, _LDIR):
@@ -576,6 +583,7 @@ class SquashFSImage:
         return b"".join(parts)
 
     def close(self) -> None:
+        """Close the descriptor; no other thread may be using the image any more."""
         fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)
