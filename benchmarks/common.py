@@ -1,12 +1,15 @@
 """What the benchmarks share: the data cache, mounts that always unmount, and result files.
 
 Generating and building a full-scale release takes minutes, so releases and datasets are built
-once into `benchmarks/.data/` and reused. Each is keyed by (images, jpeg, seed, vgfs version):
-a new vgfs version rebuilds it, and an entry is only ever renamed into place when complete.
+once into `benchmarks/.data/` and reused. Each is keyed by (images, jpeg, seed, vgfs version).
+The version is the package's plus a digest of the modules that write the data, because the
+package version does not change while the format does: a stale dataset would fail to mount or,
+worse, measure old code. An entry is only ever renamed into place when complete.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import shutil
@@ -27,6 +30,9 @@ RESULTS = HERE / "results"
 QUICK_RESULTS = DATA / "quick-results"  # --quick never overwrites the committed results
 VGFS = [sys.executable, "-m", "vgfs"]
 SEED = 0
+SOURCE = HERE.parent / "vgfs"
+RELEASE_CODE = ("sample.py",)  # what a synthetic release's bytes depend on
+DATASET_CODE = (*RELEASE_CODE, "release.py", "build.py", "dataset.py")
 
 
 def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
@@ -44,15 +50,18 @@ def log(msg: str) -> None:
 
 # --- the data cache ----------------------------------------------------------------------
 
-def _key(images: int, jpeg: str, seed: int) -> str:
-    return f"{images}-{jpeg}-seed{seed}"
+def _version(modules: tuple[str, ...]) -> str:
+    digest = hashlib.sha256()
+    for name in modules:
+        digest.update((SOURCE / name).read_bytes())
+    return f"{__version__}-{digest.hexdigest()[:10]}"
 
 
 def _cached(kind: str, images: int, jpeg: str, seed: int) -> Path:
     """The cache entry's path; entries of the same data for other vgfs versions are removed."""
     DATA.mkdir(exist_ok=True)
-    prefix = f"{kind}-{_key(images, jpeg, seed)}-vgfs"
-    path = DATA / f"{prefix}{__version__}"
+    prefix = f"{kind}-{images}-{jpeg}-seed{seed}-vgfs"
+    path = DATA / f"{prefix}{_version(RELEASE_CODE if kind == 'release' else DATASET_CODE)}"
     for old in DATA.glob(f"{prefix}*"):
         if old != path:
             log(f"removing stale {old.name}")
@@ -145,8 +154,12 @@ def _tool_version(package: str) -> str:
 
 def environment() -> str:
     """One line that says what ran where, so that results can be compared across runs."""
-    commit = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True).stdout.strip() or "?"
+    git = ["git", "-C", str(HERE.parent)]
+    commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip() or "?"
+    if subprocess.run([*git, "status", "--porcelain", "vgfs"], capture_output=True,
+                      text=True).stdout.strip():
+        commit += " with uncommitted changes"
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return (f"{time.strftime('%Y-%m-%d')}, vgfs {__version__} at {commit}; {os.cpu_count()}"
             f" cores, {mem:.0f} GiB RAM, Linux {platform.release()}, Python"
