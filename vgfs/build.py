@@ -27,7 +27,17 @@ import lmdb
 import orjson
 
 from vgfs import __version__
-from vgfs.dataset import DB_NAMES, FORMAT, ID, JPEG_INDEX, KINDS, MAX_DBS, sum_key
+from vgfs.dataset import (
+    ABSENT,
+    DB_NAMES,
+    DIR_SIZES,
+    FORMAT,
+    ID,
+    JPEG_INDEX,
+    KINDS,
+    MAX_DBS,
+    sum_key,
+)
 from vgfs.errors import VGFSError
 from vgfs.progress import progress
 from vgfs.release import (
@@ -174,6 +184,8 @@ class _Builder:
             whole = self._store_whole_files()
         with self._phase("images"):
             images = self._store_images()
+        with self._phase("directories"):
+            self._store_dirs()
         self.env.sync(True)
         self.env.close()
         # Readers open the environment lock-free (it never changes): no lock file to ship.
@@ -288,6 +300,19 @@ class _Builder:
         used = [k for k in ("attributes", "objects", "relationships") if k in kinds]
         return {"source": "composed from " + ", ".join(used), "version": "composed",
                 "entries": n, "unknown_ids": 0, "missing_images": len(self.image_ids) - n}
+
+    def _store_dirs(self) -> None:
+        """Each image's file sizes in one small record (see dataset.DIR_SIZES)."""
+        dbs = self.dbs
+        with self.env.begin(write=True) as txn:
+            for key in txn.cursor(db=dbs["meta"]).iternext(values=False):
+                sizes = [len(d) if (d := txn.get(key, db=dbs[k])) is not None else ABSENT
+                         for k in KINDS]
+                jpeg = txn.get(key, db=dbs["jpegs"])
+                sizes.append(JPEG_INDEX.unpack_from(jpeg)[1] if jpeg is not None else ABSENT)
+                if max(sizes) > ABSENT:
+                    raise VGFSError(f"image {ID.unpack(key)[0]}: a file of 4 GiB or more")
+                txn.put(key, DIR_SIZES.pack(*sizes), db=dbs["dirs"], append=True)
 
     # --- whole-dataset files -------------------------------------------------------------
 

@@ -5,6 +5,7 @@ The format (written by build.py, defined here so that both sides share one defin
     manifest.json       {"format": FORMAT, ...}; see build.py for the fields
     annotations.lmdb/   one LMDB environment with named databases:
         <kind>          8-byte big-endian image id -> the entry as compact JSON (served as is)
+        dirs            image id -> DIR_SIZES: the size of each of the image's files
         sums            kind byte + image id -> crc32 of that entry, for `verify`
         files           release file name -> the whole file's bytes, as released
         jpegs           image id -> JPEG_INDEX (offset, size, sha256) [+ path inside the image]
@@ -37,7 +38,13 @@ KIND_CODE = {k: i for i, k in enumerate(KINDS)}
 ID = struct.Struct(">Q")
 # offset, size, sha256 of a JPEG; a path follows when it is not one contiguous run in the image.
 JPEG_INDEX = struct.Struct("<QQ32s")
-DB_NAMES = (*KINDS, "sums", "files", "jpegs")
+# Per image, the sizes of all its files in FILES order (ABSENT where it has none): listing an
+# image directory or stat-ing a file is one small read, and `find` walks a compact table
+# instead of faulting in a leaf page of every kind's database.
+FILES = (*KINDS, "jpeg")
+DIR_SIZES = struct.Struct(f"<{len(FILES)}I")
+ABSENT = 0xFFFFFFFF
+DB_NAMES = (*KINDS, "dirs", "sums", "files", "jpegs")
 MAX_DBS = len(DB_NAMES) + 8
 
 
@@ -115,12 +122,18 @@ class Dataset:
     def whole_file(self, name: str) -> memoryview | None:
         return self._txn().get(name.encode(), db=self.dbs["files"])
 
+    def dir_sizes(self, image_id: int) -> tuple[int, ...] | None:
+        """Sizes of the image's files in FILES order (ABSENT: no such file), or None when
+        image_data.json has no such image."""
+        raw = self._txn().get(ID.pack(image_id), db=self.dbs["dirs"])
+        return None if raw is None else DIR_SIZES.unpack(raw)
+
     def has_image(self, image_id: int) -> bool:
-        return self.record("meta", image_id) is not None
+        return self.dir_sizes(image_id) is not None
 
     def image_ids(self, after: int = -1) -> Iterator[int]:
         """Image ids in ascending order, starting after `after`; O(log n) to start anywhere."""
-        cur = self._txn().cursor(db=self.dbs["meta"])
+        cur = self._txn().cursor(db=self.dbs["dirs"])
         if not cur.set_range(ID.pack(after + 1)):
             return
         for key in cur.iternext(keys=True, values=False):
@@ -128,7 +141,8 @@ class Dataset:
 
     def kinds_of(self, image_id: int) -> list[str]:
         """The kinds that have an entry for this image."""
-        return [k for k in self.kinds if self.record(k, image_id) is not None]
+        sizes = self.dir_sizes(image_id) or (ABSENT,) * len(FILES)
+        return [k for k, size in zip(FILES, sizes, strict=True) if size != ABSENT and k in KINDS]
 
     # --- JPEGs -----------------------------------------------------------------------------
 

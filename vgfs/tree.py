@@ -7,6 +7,8 @@ same dataset, on every node of a cluster, and need no table in memory:
     16 + i            the i-th whole-dataset file at the root (image_data.json, synsets.json...)
     2**32 + 16*id + c image `id`: c = 0 its directory, 1..7 a JSON kind, 8 image.jpg,
                       9 by-id/<id>.json
+
+Every answer about an image costs one read of its size summary (dataset.DIR_SIZES).
 """
 
 from __future__ import annotations
@@ -15,33 +17,36 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from vgfs.dataset import KINDS, Dataset
+from vgfs.dataset import ABSENT, FILES, Dataset
 from vgfs.release import WHOLE_FILES
 
 ROOT, IMAGES, BY_ID, README = 1, 2, 3, 4
 WHOLE_BASE = 16
 IMAGE_BASE = 1 << 32
-CODE_DIR, CODE_JPEG, CODE_BY_ID = 0, len(KINDS) + 1, len(KINDS) + 2
-KIND_OF_CODE = {i + 1: k for i, k in enumerate(KINDS)}
-CODE_OF_KIND = {k: c for c, k in KIND_OF_CODE.items()}
+# Codes of an image's nodes: 0 its directory, 1 + i the i-th of FILES, then by-id/<id>.json.
+CODE_DIR = 0
+CODE_BY_ID = len(FILES) + 1
+GRAPH = FILES.index("graph")
 MAX_IMAGE_ID = (2**63 - IMAGE_BASE) // 16 - 1
 NAME_MAX = 255
 # Canonical decimal: no sign, no leading zeros, no spaces; anything else does not exist.
 _DECIMAL = re.compile(rb"0|[1-9][0-9]{0,17}")
-FILE_NAMES = {k: f"{k}.json" for k in KINDS} | {"jpeg": "image.jpg"}
-_CODE_OF_NAME = {FILE_NAMES[k].encode(): c for k, c in CODE_OF_KIND.items()}
-_CODE_OF_NAME[b"image.jpg"] = CODE_JPEG
+FILE_NAMES = [("image.jpg" if f == "jpeg" else f + ".json").encode() for f in FILES]
+_INDEX_OF_NAME = {name: i for i, name in enumerate(FILE_NAMES)}
+# Listing order inside an image directory: the JPEG first, then the JSON files.
+_LISTING = [FILES.index("jpeg")] + [i for i, f in enumerate(FILES) if f != "jpeg"]
 
 
 @dataclass(frozen=True, slots=True)
 class Node:
-    """What an inode is. `what` is one of: root, images, by-id, readme, whole, dir, record,
-    jpeg, by-id-file."""
+    """What an inode is. `what`: root, images, by-id, readme, whole (a whole-dataset file),
+    dir (an image), record (a JSON kind of an image), jpeg, by-id-file."""
 
     ino: int
     what: str
     image_id: int = -1
     name: str = ""  # the record kind, or the whole file's name
+    size: int = 0  # the stored size: exact for everything but pretty-printed JSON
 
     @property
     def is_dir(self) -> bool:
@@ -60,107 +65,93 @@ def parse_id(name: bytes) -> int | None:
     return value if value <= MAX_IMAGE_ID else None
 
 
-class Tree:
-    """Lookups and listings over a dataset. Every answer comes from LMDB in O(log n)."""
-
-    def __init__(self, dataset: Dataset) -> None:
-        self.ds = dataset
-        self.whole = [n for n in WHOLE_FILES if n in dataset.whole_files]
-        self._root_entries: list[tuple[bytes, int]] = [
-            (b"README.txt", README), (b"images", IMAGES)]
-        if "graph" in dataset.kinds:
-            self._root_entries.append((b"by-id", BY_ID))
-        self._root_entries += [(n.encode(), WHOLE_BASE + WHOLE_FILES.index(n))
-                               for n in self.whole]
-        self._root_names = dict(self._root_entries)
-
-    def node(self, ino: int) -> Node | None:
-        """Decode an inode number; None if it names nothing in this dataset."""
-        if ino >= IMAGE_BASE:
-            image_id, code = divmod(ino - IMAGE_BASE, 16)
-            if not self.ds.has_image(image_id):
-                return None
-            if code == CODE_DIR:
-                return Node(ino, "dir", image_id)
-            if code == CODE_JPEG:
-                return Node(ino, "jpeg", image_id) if self._has_jpeg(image_id) else None
-            if code == CODE_BY_ID:
-                return (Node(ino, "by-id-file", image_id, "graph")
-                        if self.ds.record("graph", image_id) is not None else None)
-            kind = KIND_OF_CODE.get(code)
-            if kind is None or self.ds.record(kind, image_id) is None:
-                return None
-            return Node(ino, "record", image_id, kind)
-        if ino == ROOT:
-            return Node(ino, "root")
-        if ino == IMAGES:
-            return Node(ino, "images")
-        if ino == BY_ID and "graph" in self.ds.kinds:
-            return Node(ino, "by-id")
-        if ino == README:
-            return Node(ino, "readme")
-        i = ino - WHOLE_BASE
-        if 0 <= i < len(WHOLE_FILES) and WHOLE_FILES[i] in self.whole:
-            return Node(ino, "whole", name=WHOLE_FILES[i])
+def _image_node(image_id: int, code: int, sizes: tuple[int, ...]) -> Node | None:
+    if code == CODE_DIR:
+        return Node(image_ino(image_id, code), "dir", image_id)
+    index = GRAPH if code == CODE_BY_ID else code - 1
+    if not 0 <= index < len(FILES) or sizes[index] == ABSENT:
         return None
-
-    def _has_jpeg(self, image_id: int) -> bool:
-        return self.ds.jpeg_index(image_id) is not None
-
-    def lookup(self, parent: int, name: bytes) -> int | None:
-        """The inode of `name` in directory `parent`, or None. Only canonical names exist."""
-        if len(name) > NAME_MAX:
-            raise NameTooLong
-        if parent == ROOT:
-            return self._root_names.get(name)
-        if parent == IMAGES:
-            image_id = parse_id(name)
-            if image_id is None or not self.ds.has_image(image_id):
-                return None
-            return image_ino(image_id, CODE_DIR)
-        if parent == BY_ID:
-            if not name.endswith(b".json"):
-                return None
-            image_id = parse_id(name[:-5])
-            if image_id is None or self.ds.record("graph", image_id) is None:
-                return None
-            if not self.ds.has_image(image_id):
-                return None
-            return image_ino(image_id, CODE_BY_ID)
-        if parent >= IMAGE_BASE:
-            image_id, code = divmod(parent - IMAGE_BASE, 16)
-            child = _CODE_OF_NAME.get(name)
-            if code != CODE_DIR or child is None:
-                return None
-            ino = image_ino(image_id, child)
-            return ino if self.node(ino) is not None else None
-        return None
-
-    def readdir(self, ino: int, offset: int) -> Iterator[tuple[bytes, int, int]]:
-        """(name, inode, next offset) for entries after `offset`; resumes in O(log n)."""
-        if ino == ROOT:
-            for i in range(offset, len(self._root_entries)):
-                name, child = self._root_entries[i]
-                yield name, child, i + 1
-        elif ino == IMAGES:
-            # The offset is the last listed image id + 1, so resuming is one cursor seek.
-            for image_id in self.ds.image_ids(after=offset - 1):
-                yield str(image_id).encode(), image_ino(image_id, CODE_DIR), image_id + 1
-        elif ino == BY_ID:
-            for image_id in self.ds.image_ids(after=offset - 1):
-                if self.ds.record("graph", image_id) is not None:
-                    yield (f"{image_id}.json".encode(), image_ino(image_id, CODE_BY_ID),
-                           image_id + 1)
-        elif ino >= IMAGE_BASE:
-            image_id = (ino - IMAGE_BASE) // 16
-            entries = []
-            if self._has_jpeg(image_id):
-                entries.append((b"image.jpg", image_ino(image_id, CODE_JPEG)))
-            entries += [(FILE_NAMES[k].encode(), image_ino(image_id, CODE_OF_KIND[k]))
-                        for k in self.ds.kinds_of(image_id)]
-            for i in range(offset, len(entries)):
-                yield entries[i][0], entries[i][1], i + 1
+    kind = FILES[index]
+    what = "by-id-file" if code == CODE_BY_ID else "jpeg" if kind == "jpeg" else "record"
+    return Node(image_ino(image_id, code), what, image_id, kind, sizes[index])
 
 
 class NameTooLong(Exception):
     """A name longer than NAME_MAX bytes: ENAMETOOLONG, not ENOENT."""
+
+
+class Tree:
+    """Lookups and listings over a dataset, each from LMDB in O(log n)."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.ds = dataset
+        root: list[Node] = [Node(README, "readme"), Node(IMAGES, "images")]
+        names = [b"README.txt", b"images"]
+        if "graph" in dataset.kinds:
+            root.append(Node(BY_ID, "by-id"))
+            names.append(b"by-id")
+        for name in WHOLE_FILES:
+            data = dataset.whole_file(name) if name in dataset.whole_files else None
+            if data is not None:
+                root.append(Node(WHOLE_BASE + WHOLE_FILES.index(name), "whole", name=name,
+                                 size=len(data)))
+                names.append(name.encode())
+        self._root = list(zip(names, root, strict=True))
+        self._root_by_name = dict(self._root)
+        self._fixed = {n.ino: n for n in root} | {ROOT: Node(ROOT, "root")}
+
+    def node(self, ino: int) -> Node | None:
+        """Decode an inode number; None if it names nothing in this dataset."""
+        if ino < IMAGE_BASE:
+            return self._fixed.get(ino)
+        image_id, code = divmod(ino - IMAGE_BASE, 16)
+        sizes = self.ds.dir_sizes(image_id)
+        return None if sizes is None else _image_node(image_id, code, sizes)
+
+    def lookup(self, parent: int, name: bytes) -> Node | None:
+        """The node called `name` in directory `parent`, or None. Only canonical names exist."""
+        if len(name) > NAME_MAX:
+            raise NameTooLong
+        if parent == ROOT:
+            return self._root_by_name.get(name)
+        if parent == IMAGES:
+            image_id = parse_id(name)
+            if image_id is None or not self.ds.has_image(image_id):
+                return None
+            return Node(image_ino(image_id, CODE_DIR), "dir", image_id)
+        if parent == BY_ID:
+            image_id = parse_id(name[:-5]) if name.endswith(b".json") else None
+            return None if image_id is None else self.node(image_ino(image_id, CODE_BY_ID))
+        if parent >= IMAGE_BASE:
+            image_id, code = divmod(parent - IMAGE_BASE, 16)
+            index = _INDEX_OF_NAME.get(name)
+            if code != CODE_DIR or index is None:
+                return None
+            return self.node(image_ino(image_id, index + 1))
+        return None
+
+    def readdir(self, ino: int, offset: int) -> Iterator[tuple[bytes, Node, int]]:
+        """(name, node, next offset) for the entries after `offset`; resumes in O(log n)."""
+        if ino == ROOT:
+            for i in range(offset, len(self._root)):
+                yield *self._root[i], i + 1
+        elif ino == IMAGES:
+            # The offset is the last listed image id + 1, so resuming is one cursor seek.
+            for image_id in self.ds.image_ids(after=offset - 1):
+                yield (str(image_id).encode(), Node(image_ino(image_id, CODE_DIR), "dir",
+                                                   image_id), image_id + 1)
+        elif ino == BY_ID:
+            for image_id in self.ds.image_ids(after=offset - 1):
+                node = self.node(image_ino(image_id, CODE_BY_ID))
+                if node is not None:
+                    yield f"{image_id}.json".encode(), node, image_id + 1
+        elif ino >= IMAGE_BASE:
+            image_id = (ino - IMAGE_BASE) // 16
+            sizes = self.ds.dir_sizes(image_id)
+            if sizes is None:
+                return
+            for position in range(offset, len(_LISTING)):
+                index = _LISTING[position]
+                node = _image_node(image_id, index + 1, sizes)
+                if node is not None:
+                    yield FILE_NAMES[index], node, position + 1

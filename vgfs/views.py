@@ -25,21 +25,13 @@ class Views:
 
     def size(self, node: Node) -> int:
         """Exact st_size: what a read from 0 to EOF returns."""
-        what = node.what
-        if what == "jpeg":
-            index = self.ds.jpeg_index(node.image_id)
-            return index[1] if index else 0
-        if what in ("record", "by-id-file") and not self.pretty:
-            data = self.ds.record(node.name, node.image_id)
-            return len(data) if data is not None else 0
-        if what == "whole":
-            data = self.ds.whole_file(node.name)
-            return len(data) if data is not None else 0
-        if what == "readme":
-            return len(self._readme)
         if node.is_dir:
             return 0
-        return len(self.content(node))
+        if node.what == "readme":
+            return len(self._readme)
+        if self.pretty and node.what in ("record", "by-id-file"):
+            return len(self.content(node))
+        return node.size
 
     def jpeg_extent(self, node: Node) -> tuple[int, int] | None:
         """(offset, size) of a JPEG that is one run in the image: read it with one pread."""
