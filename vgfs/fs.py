@@ -112,23 +112,33 @@ class Operations(pyfuse3.Operations):
             self.mtime_ns = calendar.timegm(built) * 10**9
         except ValueError:
             self.mtime_ns = 0
+        self._dir_attr = self._template(self.dir_mode, 2)
+        self._file_attr = self._template(self.file_mode, 1)
 
     # --- attributes ----------------------------------------------------------------------
 
-    def _attr(self, node: Node) -> pyfuse3.EntryAttributes:
+    def _template(self, mode: int, nlink: int) -> pyfuse3.EntryAttributes:
         attr = pyfuse3.EntryAttributes()
-        attr.st_ino = node.ino
         attr.generation = 0
         attr.entry_timeout = attr.attr_timeout = TIMEOUT
-        if node.is_dir:
-            attr.st_mode, attr.st_nlink, attr.st_size = self.dir_mode, 2, 0
-        else:
-            size = self.views.size(node)
-            attr.st_mode, attr.st_nlink, attr.st_size = self.file_mode, 1, size
-            attr.st_blocks = (size + 511) // 512
+        attr.st_mode, attr.st_nlink = mode, nlink
         attr.st_uid, attr.st_gid = self.uid, self.gid
         attr.st_blksize = BLKSIZE
         attr.st_atime_ns = attr.st_mtime_ns = attr.st_ctime_ns = self.mtime_ns
+        return attr
+
+    def _attr(self, node: Node) -> pyfuse3.EntryAttributes:
+        """The node's attributes, filled into one of two reused objects: pyfuse3 copies them
+        into its reply before any other request runs, and building a fresh object per entry
+        was the bulk of a directory listing's cost."""
+        if node.is_dir:
+            attr = self._dir_attr
+            attr.st_ino = node.ino
+            return attr
+        attr = self._file_attr
+        attr.st_ino = node.ino
+        attr.st_size = size = self.views.size(node)
+        attr.st_blocks = (size + 511) // 512
         return attr
 
     def _node(self, ino: int) -> Node:
