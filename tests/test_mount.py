@@ -320,3 +320,14 @@ def test_listing_resumes_and_memory_stays_bounded(synthetic_dataset: Path,
         assert stats["cache"]["bytes"] <= cache_mib << 20
         assert stats["cache"]["evictions"] > 0
         assert peak["RssAnon"] < (cache_mib + overhead_mib) << 10, peak
+
+
+def test_demo(tmp_path: Path) -> None:
+    """The README's first command: sample, build, mount and a tour that ends mounted."""
+    mp = tmp_path / "demo"
+    try:
+        out = vgfs("demo", str(mp), "--images", "20", timeout=300).stdout
+        assert "graph.json" in out and f"vgfs umount {mp}" in out
+        assert len(os.listdir(mp / "images")) == 20
+    finally:
+        force_unmount(mp)

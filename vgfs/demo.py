@@ -3,24 +3,27 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 from vgfs.build import build
 from vgfs.errors import VGFSError
-from vgfs.mount import MountOptions, mount
+from vgfs.mount import MountOptions, mount, mounted_fs
 from vgfs.sample import write_sample
 
 
 def demo(mountpoint: Path, images: int = 200) -> None:
     mountpoint = mountpoint.absolute()
-    work = Path(tempfile.mkdtemp(prefix="vgfs-demo-"))
+    if mounted_fs(mountpoint) is not None:
+        raise VGFSError(f"{mountpoint}: already mounted; run `vgfs umount {mountpoint}` first")
+    work = mountpoint.with_name(mountpoint.name + "-data")
     release, dataset = work / "release", work / "dataset"
     _say(f"1. writing a synthetic release of {images} images to {release}")
+    shutil.rmtree(release, ignore_errors=True)  # a previous demo's: regenerated identically
     write_sample(release, images=images, seed=0)
     _say(f"2. building the dataset folder {dataset}")
-    build(release, dataset)
+    build(release, dataset, force=True)
     mountpoint.mkdir(parents=True, exist_ok=True)
     _say(f"3. mounting it at {mountpoint}")
     mount(str(dataset), str(mountpoint), MountOptions(), foreground=False)
@@ -37,7 +40,7 @@ def demo(mountpoint: Path, images: int = 200) -> None:
     if not (image / "image.jpg").exists():
         raise VGFSError(f"{image}: the demo image has no JPEG")
     _say(f"\nLook around in {mountpoint}, then unmount with:\n  vgfs umount {mountpoint}"
-         f"\nThe demo files are in {work}; remove them with: rm -r {work}")
+         f"\nThe demo's release and dataset folder stay in {work}.")
 
 
 def _say(text: str) -> None:
