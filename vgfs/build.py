@@ -31,6 +31,7 @@ from vgfs.dataset import (
     ABSENT,
     DB_NAMES,
     DIR_SIZES,
+    FILES,
     FORMAT,
     ID,
     JPEG_INDEX,
@@ -168,14 +169,25 @@ class _Builder:
         self.release, self.tmp, self.show = release, tmp, show_progress
         self.image_args = [Path(p) for p in images or []]
         self.sources = find_sources(release)
-        self.env = lmdb.open(str(tmp / "annotations.lmdb"), map_size=LMDB_MAP_SIZE,
-                             max_dbs=MAX_DBS, sync=False, metasync=False, writemap=False,
-                             readahead=False)
-        self.dbs = {n: self.env.open_db(n.encode()) for n in DB_NAMES}
-        self.image_ids: set[int] = set()
+        self._open_env()
+        # image id -> the sizes of its files (dataset.DIR_SIZES), for the ids of image_data.json
+        self.sizes: dict[int, list[int]] = {}
         self.counts: dict[str, Any] = {}
         self.phases: list[dict[str, Any]] = []
         self.digests: dict[str, str] = {}
+
+    def _open_env(self) -> None:
+        self.env = lmdb.open(str(self.tmp / "annotations.lmdb"), map_size=LMDB_MAP_SIZE,
+                             max_dbs=MAX_DBS, sync=False, metasync=False, writemap=False,
+                             readahead=False)
+        self.dbs = {n: self.env.open_db(n.encode()) for n in DB_NAMES}
+
+    def _remap(self) -> None:
+        """Close and reopen the environment. Pages read back through its map count as this
+        process's memory until unmapped, so a pass that reads everything back remaps every
+        COMMIT_EVERY images to keep peak RSS independent of the release size."""
+        self.env.close()
+        self._open_env()
 
     def run(self) -> dict[str, Any]:
         with self._phase("annotations"):
@@ -233,7 +245,7 @@ class _Builder:
         return kinds
 
     def _store_kind(self, kind: str, src: Source) -> dict[str, Any]:
-        db, sums = self.dbs[kind], self.dbs["sums"]
+        db, sums, column = self.dbs[kind], self.dbs["sums"], FILES.index(kind)
         seen: set[int] = set()
         unknown: list[int] = []
         digest = hashlib.sha256()
@@ -245,9 +257,12 @@ class _Builder:
                         raise VGFSError(f"{src.label}: image id {image_id} appears twice")
                     seen.add(image_id)
                     if kind == "meta":
-                        self.image_ids.add(image_id)
-                    elif image_id not in self.image_ids:
+                        self.sizes[image_id] = [ABSENT] * len(FILES)
+                    row = self.sizes.get(image_id)
+                    if row is None:
                         unknown.append(image_id)
+                    else:
+                        row[column] = len(data)
                     txn.put(ID.pack(image_id), data, db=db)
                     txn.put(sum_key(kind, image_id), _crc(data), db=sums)
                     digest.update(ID.pack(image_id) + data)
@@ -258,7 +273,7 @@ class _Builder:
         except BaseException:
             txn.abort()
             raise
-        missing = len(self.image_ids - seen)
+        missing = len(self.sizes) - (len(seen) - len(unknown))
         if unknown:
             _warn(f"{src.label}: {len(unknown)} entries for image ids not in image_data.json"
                   f" (first: {unknown[:5]}); stored, but not shown in the mount")
@@ -271,48 +286,39 @@ class _Builder:
     def _compose_graphs(self, kinds: dict[str, dict[str, Any]]) -> dict[str, Any]:
         """scene_graphs.json is absent: compose each image's graph from the other sources."""
         digest = hashlib.sha256()
-        read = self.env.begin(buffers=False)
-        write = self.env.begin(write=True)
+        column = FILES.index("graph")
+        ids = sorted(self.sizes)
         n = 0
-        try:
-            with progress("graph.json (composed)", len(self.image_ids), "img", self.show) as bar:
-                for key, _ in read.cursor(db=self.dbs["meta"]):
-                    graph = _compose(read, self.dbs, key)
-                    bar.update()
-                    if graph is None:
-                        continue
-                    data = orjson.dumps(graph)
-                    image_id = ID.unpack(key)[0]
-                    write.put(key, data, db=self.dbs["graph"])
-                    write.put(sum_key("graph", image_id), _crc(data), db=self.dbs["sums"])
-                    digest.update(key + data)
-                    n += 1
-                    if n % COMMIT_EVERY == 0:
-                        write.commit()
-                        write = self.env.begin(write=True)
-            write.commit()
-        except BaseException:
-            write.abort()
-            raise
-        finally:
-            read.abort()
+        with progress("graph.json (composed)", len(ids), "img", self.show) as bar:
+            for start in range(0, len(ids), COMMIT_EVERY):
+                with self.env.begin(write=True) as txn:
+                    for image_id in ids[start:start + COMMIT_EVERY]:
+                        key = ID.pack(image_id)
+                        graph = _compose(txn, self.dbs, key)
+                        bar.update()
+                        if graph is None:
+                            continue
+                        data = orjson.dumps(graph)
+                        txn.put(key, data, db=self.dbs["graph"])
+                        txn.put(sum_key("graph", image_id), _crc(data), db=self.dbs["sums"])
+                        digest.update(key + data)
+                        self.sizes[image_id][column] = len(data)
+                        n += 1
+                self._remap()
         self.digests["graph"] = digest.hexdigest()
         used = [k for k in ("attributes", "objects", "relationships") if k in kinds]
         return {"source": "composed from " + ", ".join(used), "version": "composed",
-                "entries": n, "unknown_ids": 0, "missing_images": len(self.image_ids) - n}
+                "entries": n, "unknown_ids": 0, "missing_images": len(ids) - n}
 
     def _store_dirs(self) -> None:
         """Each image's file sizes in one small record (see dataset.DIR_SIZES)."""
-        dbs = self.dbs
         with self.env.begin(write=True) as txn:
-            for key in txn.cursor(db=dbs["meta"]).iternext(values=False):
-                sizes = [len(d) if (d := txn.get(key, db=dbs[k])) is not None else ABSENT
-                         for k in KINDS]
-                jpeg = txn.get(key, db=dbs["jpegs"])
-                sizes.append(JPEG_INDEX.unpack_from(jpeg)[1] if jpeg is not None else ABSENT)
+            for image_id in sorted(self.sizes):
+                sizes = self.sizes[image_id]
                 if max(sizes) > ABSENT:
-                    raise VGFSError(f"image {ID.unpack(key)[0]}: a file of 4 GiB or more")
-                txn.put(key, DIR_SIZES.pack(*sizes), db=dbs["dirs"], append=True)
+                    raise VGFSError(f"image {image_id}: a file of 4 GiB or more")
+                txn.put(ID.pack(image_id), DIR_SIZES.pack(*sizes), db=self.dbs["dirs"],
+                        append=True)
 
     # --- whole-dataset files -------------------------------------------------------------
 
@@ -500,6 +506,8 @@ class _Builder:
                         value = JPEG_INDEX.pack(offset, entry.size, sha) + path
                         txn.put(ID.pack(image_id), value, db=db)
                         digest.update(ID.pack(image_id) + value)
+                        if image_id in self.sizes:
+                            self.sizes[image_id][-1] = entry.size
                         bar.update(entry.size)
                         if n % COMMIT_EVERY == 0:
                             txn.commit()
@@ -526,9 +534,9 @@ class _Builder:
 
     def _count_images(self, jpegs: dict[int, Any]) -> None:
         have = set(jpegs)
-        without = self.image_ids - have
-        orphans = have - self.image_ids
-        self.counts.update(images=len(self.image_ids), jpegs=len(have),
+        without = self.sizes.keys() - have
+        orphans = have - self.sizes.keys()
+        self.counts.update(images=len(self.sizes), jpegs=len(have),
                            images_without_jpeg=len(without), jpegs_without_annotations=len(orphans))
         if without and have:
             _warn(f"{len(without)} images of image_data.json have no JPEG")
