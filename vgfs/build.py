@@ -57,7 +57,7 @@ IMAGE_ZIPS = ("images.zip", "images2.zip")
 JPEG_NAME = re.compile(r"(0|[1-9][0-9]{0,17})\.jpg")
 MKSQUASHFS_OPTS = ("-noD", "-no-fragments", "-no-sparse", "-noappend", "-no-xattrs",
                    "-all-root", "-mem", "256M")
-COMMIT_EVERY = 20_000  # entries per LMDB write transaction: bounds dirty pages in memory
+COMMIT_EVERY = 2_000  # entries per LMDB write transaction: its dirty pages sit in memory
 LMDB_MAP_SIZE = 1 << 40  # address space only; the file grows as data is written
 READ_CHUNK = 1 << 20
 
@@ -444,7 +444,8 @@ class _Builder:
         if shutil.which("mksquashfs") is None:
             raise VGFSError("mksquashfs: not found; install squashfs-tools")
         tty = self.show and sys.stderr.isatty()
-        cmd = ["mksquashfs", *map(str, folders), str(image), *MKSQUASHFS_OPTS]
+        # Resolved: given a symlink to a folder, mksquashfs would pack the link itself.
+        cmd = ["mksquashfs", *(str(f.resolve()) for f in folders), str(image), *MKSQUASHFS_OPTS]
         if not tty:
             cmd.append("-no-progress")
         print(f"packing JPEGs into {image.name} with mksquashfs", file=sys.stderr, flush=True)
