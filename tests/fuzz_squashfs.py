@@ -86,7 +86,7 @@ def mksquashfs_compressors() -> list[str]:
 
 def make_seed_tree(root: Path) -> None:
     """Files covering blocks, tails, empty files, nesting, links, a sparse run and a directory
-    big enough (listing over one metadata block) to get a directory index."""
+    big enough (a listing over one metadata block) to get a directory index."""
     rng = random.Random(7)
     (root / "a" / "b").mkdir(parents=True)
     (root / "wide").mkdir()
@@ -96,6 +96,7 @@ def make_seed_tree(root: Path) -> None:
     (root / "a" / "b" / "zeros.bin").write_bytes(bytes(12288) + b"end")
     for i in range(300):
         (root / "wide" / f"entry-with-a-long-name-{i:03d}").write_bytes(b"%d\n" % i * (i % 50))
+    os.link(root / "a" / "text.txt", root / "a" / "b" / "hard")  # gets an extended inode
     os.symlink("a/text.txt", root / "link")
 
 

@@ -178,9 +178,8 @@ class _LRUCache:
         if size > self._capacity:
             return
         with self._lock:
-            old = self._items.pop(key, None)
-            if old is not None:
-                self._bytes -= len(old[0])
+            if key in self._items:  # another thread decoded the same block meanwhile
+                return
             self._items[key] = value
             self._bytes += size
             while self._bytes > self._capacity:
@@ -348,15 +347,8 @@ class SquashFSImage:
             raise self._corrupt(f"metadata block at byte {pos} is outside its table")
         return hit
 
-    def _data_block(self, pos: int, word: int, length: int) -> bytes:
-        """Decompressed data or fragment block that must hold exactly length bytes."""
-        size = word & _BLOCK_SIZE_MASK
-        if word >> 25 or size > self.block_size or pos + size > self._bytes_used:
-            raise self._corrupt(f"data block at byte {pos} has bad size word {word:#x}")
-        if word & _UNCOMPRESSED_BLOCK:
-            if size != length:
-                raise self._corrupt(f"stored block at byte {pos} is {size} bytes, not {length}")
-            return self._pread(pos, size)
+    def _compressed_block(self, pos: int, size: int, length: int) -> bytes:
+        """Data block of size bytes at pos that must decompress to exactly length bytes."""
         key = ("d", pos, length)
         hit = self._cache.get(key)
         if hit is None:
@@ -369,7 +361,7 @@ class SquashFSImage:
 
     def _fragment(self, index: int) -> bytes:
         """Decompressed fragment block number index, of up to block_size bytes."""
-        if index >= self._fragment_count:
+        if not 0 <= index < self._fragment_count:
             raise self._corrupt(f"fragment {index} does not exist")
         key = ("f", index)
         hit = self._cache.get(key)
@@ -394,10 +386,7 @@ class SquashFSImage:
 
     def _inode(self, ref: int) -> tuple[int, _Cursor]:
         """Inode type at reference ref, and a cursor just past the common inode header."""
-        block, offset = ref >> 16, ref & 0xFFFF
-        if offset >= _META_SIZE:
-            raise self._corrupt(f"inode reference {ref:#x} has offset {offset}")
-        cur = _Cursor(self, self._inode_table + block, offset, self._inode_end)
+        cur = _Cursor(self, self._inode_table + (ref >> 16), ref & 0xFFFF, self._inode_end)
         itype = cur.unpack(_INODE_HEADER)[0]
         if not 1 <= itype <= 14:
             raise self._corrupt(f"inode {ref:#x} has unknown type {itype}")
@@ -562,22 +551,27 @@ class SquashFSImage:
         parts = []
         for i in range(first, min(len(words), -(-end // bs))):
             word, base = words[i], i * bs
+            size = word & _BLOCK_SIZE_MASK
             length = min(bs, entry.size - base)
             lo, hi = max(offset - base, 0), min(end - base, length)
-            if not word & _BLOCK_SIZE_MASK:
+            if word >> 25 or size > bs:
+                raise self._corrupt(f"block {i} of {entry.path} has bad size word {word:#x}")
+            if not size:
                 parts.append(bytes(hi - lo))  # sparse block
-            elif word & _UNCOMPRESSED_BLOCK and word & _BLOCK_SIZE_MASK == length:
+            elif not word & _UNCOMPRESSED_BLOCK:
+                parts.append(self._compressed_block(pos, size, length)[lo:hi])
+            elif size == length:
                 parts.append(self._pread(pos + lo, hi - lo))
             else:
-                parts.append(self._data_block(pos, word, length)[lo:hi])
-            pos += word & _BLOCK_SIZE_MASK
+                raise self._corrupt(f"stored block {i} of {entry.path} is not {length} bytes")
+            pos += size
         tail = len(words) * bs
         if end > tail:
             if entry.fragment == NO_FRAGMENT:
                 raise self._corrupt(f"{entry.path} has too few blocks for its size")
             frag = self._fragment(entry.fragment)
             base = entry.fragment_offset - tail
-            if base + entry.size > len(frag):
+            if entry.fragment_offset < 0 or base + entry.size > len(frag):
                 raise self._corrupt(f"fragment of {entry.path} is shorter than its tail")
             parts.append(frag[base + max(offset, tail) : base + end])
         return b"".join(parts)
