@@ -199,10 +199,6 @@ class Vocab(NamedTuple):
     cum_weights: list[float]
 
 
-def _zipf(n: int, exponent: float) -> list[float]:
-    return [1 / (rank + 1) ** exponent for rank in range(n)]
-
-
 def _objects() -> tuple[Vocab, list[str]]:
     """The object vocabulary, and alias lines pairing a name with its plural."""
     names, synsets, weights, aliases = [], [], [], []
@@ -227,7 +223,8 @@ def _objects() -> tuple[Vocab, list[str]]:
 def _vocab(table: str, exponent: float) -> Vocab:
     pairs = _parse(table)
     return Vocab([p[0] for p in pairs], [p[1] for p in pairs],
-                 list(itertools.accumulate(_zipf(len(pairs), exponent))))
+                 list(itertools.accumulate(1 / (rank + 1) ** exponent
+                                      for rank in range(len(pairs)))))
 
 
 OBJ, OBJECT_ALIASES = _objects()
@@ -366,88 +363,18 @@ def _chunk(seed: int, index: int, plans: list[Plan], pool: Pool | None, out: Pat
            ) -> list[bytes]:
     """Generate chunk `index`: one byte string per output file, entries joined by commas.
     Writes the chunk's JPEGs when there is a pool."""
-    rng = random.Random(f"vgfs-sample:{seed}:chunk:{index}")
-    r = rng.random
-    obj_cw, obj_total = OBJ.cum_weights, OBJ.cum_weights[-1]
+    r = random.Random(f"vgfs-sample:{seed}:chunk:{index}").random
     parts: list[list[bytes]] = [[] for _ in range(len(PER_IMAGE_FILES) + 1)]
     (image_data, objects_out, attributes_out, relationships_out, graphs_out, regions_out,
      qas_out, mapping_out) = parts
     for im in plans:
-        iid, width, height = im.image_id, im.width, im.height
+        iid = im.image_id
         image_data.append(orjson.dumps({
-            "width": width, "url": URL.format(FOLDERS[im.folder], iid), "height": height,
-            "image_id": iid, "coco_id": im.coco_id, "flickr_id": im.flickr_id}))
-
-        # v1.2 objects, then the v1.4 clean-up: keep, merge into a kept object, or drop.
-        raw: list[dict] = []
-        names: list[str] = []
-        kept: list[dict] = []
-        merged_into: dict[int, dict] = {}
-        v14_empty = r() < 0.02  # like real images 46 and 60: no v1.4 objects at all
-        for k in range(im.objects):
-            idx = bisect_right(obj_cw, r() * obj_total)
-            name = OBJ.names[idx]
-            if r() < 0.01:
-                name += " " if r() < 0.5 else "."
-            obj_names = [name] if r() > 0.1 else [name, OBJ.names[_pick(r, OBJ)]]
-            u = r()
-            synsets = ([] if u < 0.05 else [OBJ.synsets[idx]] if u > 0.07
-                       else [OBJ.synsets[idx], OBJ.synsets[_pick(r, OBJ)]])
-            x, y, w, h = _box(r, width, height, 0.02, 0.9)
-            oid = im.object_id + k
-            u = r()
-            if u < 0.41:
-                attrs = [ATTR.names[_pick(r, ATTR)]
-                         for _ in range(1 if u < 0.287 else 2 if u < 0.377 else 3)]
-                obj = {"synsets": synsets, "h": h, "object_id": oid, "names": obj_names,
-                       "w": w, "attributes": attrs, "y": y, "x": x}
-            else:
-                obj = {"synsets": synsets, "h": h, "object_id": oid, "names": obj_names,
-                       "w": w, "y": y, "x": x}
-            raw.append(obj)
-            names.append(name)
-            u = r()
-            if v14_empty or (kept and u > 0.87):
-                continue  # dropped: relationships still point at it
-            if kept and u > 0.76:
-                survivor = kept[int(r() * len(kept))]
-                survivor["merged_object_ids"].append(oid)
-                merged_into[k] = survivor
-                continue
-            if r() < 0.3:  # v1.4 redrew some boxes
-                x, y = max(0, x + int(r() * 9) - 4), max(0, y + int(r() * 9) - 4)
-            kept.append({"synsets": synsets, "h": h, "object_id": oid, "merged_object_ids": [],
-                         "names": [name], "w": w, "y": y, "x": x})
-
-        # Relationships: the graph keeps v1.2 ids; v1.4 endpoints name the merged object.
-        endpoints: dict[int, dict] = {}
-        rels: list[dict] = []
-        graph_rels: list[dict] = []
-        for j in range(im.relationships):
-            s = int(r() * im.objects)
-            o = int(r() * (im.objects - 1))
-            if o >= s:
-                o += 1
-            p = _pick(r, PRED)
-            predicate = PRED.names[p]
-            u = r()
-            if u < 0.25:
-                predicate = predicate.upper()
-            elif u < 0.28:
-                predicate = predicate.capitalize()
-            synsets = [PRED.synsets[p]] if PRED.synsets[p] else []
-            ends = []
-            for e in (s, o):
-                if e not in endpoints:
-                    endpoints[e] = _endpoint(raw[e], names[e], merged_into.get(e))
-                ends.append(endpoints[e])
-            rid = im.relationship_id + j
-            rels.append({"predicate": predicate, "object": ends[1], "relationship_id": rid,
-                         "synsets": synsets, "subject": ends[0]})
-            graph_rels.append({"synsets": synsets, "predicate": predicate,
-                               "relationship_id": rid, "object_id": raw[o]["object_id"],
-                               "subject_id": raw[s]["object_id"]})
-
+            "width": im.width, "url": URL.format(FOLDERS[im.folder], iid),
+            "height": im.height, "image_id": iid, "coco_id": im.coco_id,
+            "flickr_id": im.flickr_id}))
+        raw, names, kept, merged_into = _objects_of(r, im)
+        rels, graph_rels = _relationships_of(r, im, raw, names, merged_into)
         objects_out.append(orjson.dumps({"image_id": iid, "objects": kept,
                                          # sic: the real files name VG_100K_2 for every image
                                          "image_url": URL.format(FOLDERS[1], iid)}))
@@ -455,15 +382,13 @@ def _chunk(seed: int, index: int, plans: list[Plan], pool: Pool | None, out: Pat
         relationships_out.append(orjson.dumps({"relationships": rels, "image_id": iid}))
         graphs_out.append(orjson.dumps({"relationships": graph_rels, "image_id": iid,
                                         "objects": raw}))
-
+        # Text needs some names; an image without objects borrows from the vocabulary.
         names = names or [OBJ.names[_pick(r, OBJ)] for _ in range(3)]
-        regions = []
-        for j in range(im.regions):
-            x, y, w, h = _box(r, width, height, 0.05, 0.9)
-            regions.append({"region_id": im.region_id + j, "width": w, "height": h,
-                            "image_id": iid, "phrase": _phrase(r, names), "y": y, "x": x})
+        regions = [{"region_id": im.region_id + j, "width": w, "height": h, "image_id": iid,
+                    "phrase": _phrase(r, names), "y": y, "x": x}
+                   for j, (x, y, w, h) in enumerate(
+                       _box(r, im.width, im.height, 0.05, 0.9) for _ in range(im.regions))]
         regions_out.append(orjson.dumps({"regions": regions, "id": iid}))
-
         qas = []
         for j in range(im.qas):
             question, answer = _qa(r, names)
@@ -474,10 +399,88 @@ def _chunk(seed: int, index: int, plans: list[Plan], pool: Pool | None, out: Pat
                 region = regions[int(r() * len(regions))]["region_id"]
                 mapping_out.append(b'"%d":%d' % (qa_id, region))
         qas_out.append(orjson.dumps({"id": iid, "qas": qas}))
-
     if pool is not None:
         _write_jpegs(seed, index, plans, pool, out)
     return [b",".join(p) for p in parts]
+
+
+def _objects_of(r: Rand, im: Plan) -> tuple[list[dict], list[str], list[dict], dict[int, dict]]:
+    """The v1.2 objects (with attributes), their first names, the v1.4 objects, and for each
+    v1.2 object that v1.4 merged away (by index), the v1.4 object that absorbed it.
+
+    v1.4 keeps about 76% of the v1.2 objects, merges 11% into a kept one and drops 13%."""
+    obj_cw, obj_total = OBJ.cum_weights, OBJ.cum_weights[-1]
+    raw: list[dict] = []
+    names: list[str] = []
+    kept: list[dict] = []
+    merged_into: dict[int, dict] = {}
+    v14_empty = r() < 0.02  # like real images 46 and 60: no v1.4 objects at all
+    for k in range(im.objects):
+        idx = bisect_right(obj_cw, r() * obj_total)
+        name = OBJ.names[idx]
+        if r() < 0.01:
+            name += " " if r() < 0.5 else "."
+        obj_names = [name] if r() > 0.1 else [name, OBJ.names[_pick(r, OBJ)]]
+        u = r()
+        synsets = ([] if u < 0.05 else [OBJ.synsets[idx]] if u > 0.07
+                   else [OBJ.synsets[idx], OBJ.synsets[_pick(r, OBJ)]])
+        x, y, w, h = _box(r, im.width, im.height, 0.02, 0.9)
+        oid = im.object_id + k
+        u = r()
+        if u < 0.41:
+            attrs = [ATTR.names[_pick(r, ATTR)]
+                     for _ in range(1 if u < 0.287 else 2 if u < 0.377 else 3)]
+            obj = {"synsets": synsets, "h": h, "object_id": oid, "names": obj_names,
+                   "w": w, "attributes": attrs, "y": y, "x": x}
+        else:  # no `attributes` key at all, as in the real files
+            obj = {"synsets": synsets, "h": h, "object_id": oid, "names": obj_names,
+                   "w": w, "y": y, "x": x}
+        raw.append(obj)
+        names.append(name)
+        u = r()
+        if v14_empty or (kept and u > 0.87):
+            continue  # dropped: relationships still point at it
+        if kept and u > 0.76:
+            survivor = kept[int(r() * len(kept))]
+            survivor["merged_object_ids"].append(oid)
+            merged_into[k] = survivor
+            continue
+        if r() < 0.3:  # v1.4 redrew some boxes
+            x, y = max(0, x + int(r() * 9) - 4), max(0, y + int(r() * 9) - 4)
+        kept.append({"synsets": synsets, "h": h, "object_id": oid, "merged_object_ids": [],
+                     "names": [name], "w": w, "y": y, "x": x})
+    return raw, names, kept, merged_into
+
+
+def _relationships_of(r: Rand, im: Plan, raw: list[dict], names: list[str],
+                      merged_into: dict[int, dict]) -> tuple[list[dict], list[dict]]:
+    """v1.4 relationships and the scene graph's flat ones. The graph keeps the v1.2 ids;
+    a v1.4 endpoint names the merging object when v1.4 merged the v1.2 one away."""
+    endpoints: dict[int, dict] = {}
+    rels: list[dict] = []
+    graph_rels: list[dict] = []
+    for j in range(im.relationships):
+        s = int(r() * im.objects)
+        o = int(r() * (im.objects - 1))
+        if o >= s:
+            o += 1
+        p = _pick(r, PRED)
+        predicate = PRED.names[p]
+        u = r()
+        if u < 0.25:
+            predicate = predicate.upper()
+        elif u < 0.28:
+            predicate = predicate.capitalize()
+        synsets = [PRED.synsets[p]] if PRED.synsets[p] else []
+        for e in (s, o):
+            if e not in endpoints:
+                endpoints[e] = _endpoint(raw[e], names[e], merged_into.get(e))
+        rid = im.relationship_id + j
+        rels.append({"predicate": predicate, "object": endpoints[o], "relationship_id": rid,
+                     "synsets": synsets, "subject": endpoints[s]})
+        graph_rels.append({"synsets": synsets, "predicate": predicate, "relationship_id": rid,
+                           "object_id": raw[o]["object_id"], "subject_id": raw[s]["object_id"]})
+    return rels, graph_rels
 
 
 def _endpoint(obj: dict, name: str, survivor: dict | None) -> dict:
