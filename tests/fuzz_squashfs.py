@@ -26,6 +26,7 @@ from vgfs.squashfs import SquashFSError, SquashFSImage
 
 TIME_LIMIT = 5.0  # seconds for all operations on one image; a hang or blow-up exceeds it
 READ_LIMIT = 1 << 20  # bytes read per file, since a corrupt size may claim terabytes
+SUPERBLOCK_POINTERS = (32, 48, 56, 64, 72, 80, 88)  # root inode reference and table starts
 
 
 class Timeout(Exception):
@@ -115,8 +116,13 @@ def build_seed_images(directory: Path, compressors: tuple[str, ...] = ("gzip",))
 
 
 def mutate(data: bytes, rng: random.Random) -> bytes:
-    """A few random byte changes, biased towards the metadata tables at the image's end."""
+    """A few random byte changes, biased towards the metadata tables at the image's end, and
+    sometimes a superblock pointer nudged so that a table is parsed from the wrong place."""
     buf = bytearray(data)
+    if rng.random() < 0.15:
+        pos = rng.choice(SUPERBLOCK_POINTERS)
+        value = int.from_bytes(buf[pos : pos + 8], "little") + rng.randint(-64, 64)
+        buf[pos : pos + 8] = (value % 2**64).to_bytes(8, "little")
     for _ in range(rng.randint(1, 8)):
         pos = rng.randrange(len(buf) // 2 if rng.random() < 0.7 else 0, len(buf))
         kind = rng.random()

@@ -163,6 +163,23 @@ def test_compressors(comp: str, small_src: Path, tmp_path: Path) -> None:
     check_image(image, small_src, tmp_path)
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        ("-comp", "xz", "-Xbcj", "x86,arm", "-Xdict-size", "50%"),
+        ("-comp", "lz4", "-Xhc"),
+        ("-comp", "lzo", "-Xalgorithm", "lzo1x_999"),
+        ("-comp", "gzip", "-Xwindow-size", "8", "-Xstrategy", "filtered,huffman_only"),
+    ],
+    ids=lambda options: "-".join(options[1:3]),
+)
+def test_compressor_options(options: tuple[str, ...], small_src: Path, tmp_path: Path) -> None:
+    """Options recorded after the superblock change how blocks are packed, not how they unpack."""
+    if options[1] not in available_compressors():
+        pytest.skip(f"mksquashfs was built without {options[1]}")
+    check_image(build(small_src, tmp_path / "img.sqfs", *options), small_src, tmp_path)
+
+
 @pytest.mark.parametrize("fragments", ["-no-fragments", "default", "-always-use-fragments"])
 @pytest.mark.parametrize("block", ["4K", "128K", "1M"])
 def test_block_sizes_and_fragments(block: str, fragments: str, src: Path, tmp_path: Path) -> None:

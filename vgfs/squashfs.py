@@ -52,6 +52,8 @@ _COMPRESSORS = {1: "gzip", 2: "lzma", 3: "lzo", 4: "xz", 5: "lz4", 6: "zstd"}
 
 
 class _Superblock(NamedTuple):
+    """The fields of the 96-byte superblock, in order."""
+
     magic: int
     inodes: int
     mtime: int
@@ -231,7 +233,7 @@ class SquashFSImage:
         self._path = os.fspath(path)
         self._cache = _LRUCache(cache_bytes)
         try:
-            self._fd: int | None = os.open(self._path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            self._fd: int | None = os.open(self._path, os.O_RDONLY)
         except OSError as e:
             raise SquashFSError(f"Cannot open SquashFS image {self._path}: {e.strerror}.") from e
         try:
@@ -246,7 +248,7 @@ class SquashFSImage:
             raise self._corrupt(f"the file is only {self._size} bytes, smaller than a superblock")
         sb = _Superblock._make(_SUPERBLOCK.unpack(self._pread(0, _SUPERBLOCK.size)))
         if sb.magic != _MAGIC:
-            raise self._corrupt("its first bytes are not the SquashFS magic number")
+            raise SquashFSError(f"{self._path} is not a SquashFS image: it lacks the magic number.")
         if (sb.major, sb.minor) != (4, 0):
             raise SquashFSError(
                 f"SquashFS image {self._path} is version {sb.major}.{sb.minor}, "
