@@ -85,6 +85,23 @@ def mksquashfs_compressors() -> list[str]:
     return found
 
 
+def check(path: Path) -> bool:
+    """Exercise an image within TIME_LIMIT; True when it was rejected with SquashFSError.
+
+    Anything else escapes: another exception, Timeout, or AssertionError for a SquashFSError
+    whose message is not one sentence naming the image.
+    """
+    try:
+        with time_limit(TIME_LIMIT):
+            exercise(path)
+    except SquashFSError as e:
+        message = str(e)
+        if str(path) not in message or not message.endswith(".") or ". " in message:
+            raise AssertionError(f"badly formed error message: {message!r}") from e
+        return True
+    return False
+
+
 def make_seed_tree(root: Path) -> None:
     """Files covering blocks, tails, empty files, nesting, links, a sparse run and a directory
     big enough (a listing over one metadata block) to get a directory index."""
@@ -164,10 +181,7 @@ def main() -> int:
             target.write_bytes(data)
             runs += 1
             try:
-                with time_limit(TIME_LIMIT):
-                    exercise(target)
-            except SquashFSError:
-                errors += 1
+                errors += check(target)
             except Exception:
                 failures += 1
                 args.out.mkdir(parents=True, exist_ok=True)

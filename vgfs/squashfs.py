@@ -319,8 +319,8 @@ class SquashFSImage:
     def _inflate(self, data: bytes, limit: int, where: str) -> bytes:
         try:
             out = self._decompress(data, limit)
-        except Exception as e:  # each compressor has its own error types for bad input
-            raise self._corrupt(f"{where} does not decompress ({e})") from None
+        except Exception:  # each compressor has its own error types (and wordy messages)
+            raise self._corrupt(f"{where} is not valid {self.compressor} data") from None
         if len(out) > limit:
             raise self._corrupt(f"{where} decompresses to more than {limit} bytes")
         return out
