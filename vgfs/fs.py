@@ -112,6 +112,7 @@ class Operations(pyfuse3.Operations):
             self.mtime_ns = calendar.timegm(built) * 10**9
         except ValueError:
             self.mtime_ns = 0
+        self._buf = bytearray(1 << 17)
         self._dir_attr = self._template(self.dir_mode, 2)
         self._file_attr = self._template(self.file_mode, 1)
 
@@ -195,11 +196,12 @@ class Operations(pyfuse3.Operations):
         return pyfuse3.FileInfo(fh=inode, keep_cache=True)
 
     @_op("read")
-    async def read(self, fh: int, off: int, size: int) -> bytes:
+    async def read(self, fh: int, off: int, size: int) -> bytes | bytearray | memoryview:
+        # pyfuse3 takes any buffer: slices of LMDB's map and of cached bytes are not copied.
         node = self._node(fh)
         if node.what != "jpeg":
             self.stats.backend["lmdb_reads"] += 1
-            return bytes(self.views.content(node)[off:off + size])
+            return memoryview(self.views.content(node))[off:off + size]
         data = self.cache.get(node.ino)
         if data is None:
             extent = self.views.jpeg_extent(node)
@@ -212,17 +214,20 @@ class Operations(pyfuse3.Operations):
             data = await trio.to_thread.run_sync(self.views.load_jpeg, node,
                                                  limiter=self.limiter)
             self.stats.backend["jpeg_bytes"] += len(data)
-        return bytes(data[off:off + size])
+        return memoryview(data)[off:off + size]
 
-    def _read_nowait(self, extent: tuple[int, int], off: int, size: int) -> bytes | None:
+    def _read_nowait(self, extent: tuple[int, int], off: int, size: int) -> memoryview | None:
         """The chunk, if one preadv can serve it from the page cache without blocking."""
         start, length = extent
         n = max(0, min(size, length - off))
         if n == 0:
-            return b""
+            return memoryview(b"")
         if not self.nowait:
             return None
-        buf = bytearray(n)
+        if len(self._buf) < n:
+            self._buf = bytearray(n)
+        # One reused buffer: pyfuse3 copies the reply out before any other request runs.
+        buf = memoryview(self._buf)[:n]
         try:
             got = os.preadv(self.fd, [buf], start + off, os.RWF_NOWAIT)
         except BlockingIOError:
@@ -236,7 +241,7 @@ class Operations(pyfuse3.Operations):
             return None
         self.stats.backend["jpeg_reads_nowait"] += 1
         self.stats.backend["jpeg_bytes"] += n
-        return bytes(buf)
+        return buf
 
     async def flush(self, fh: int) -> None:
         # ENOSYS once, and the kernel stops sending FLUSH for every close.
