@@ -438,7 +438,8 @@ class SquashFSImage:
             raise self._corrupt(f"{path} has bad fragment {fragment} at offset {frag_offset}")
         else:
             count = size // bs
-        # A block list cannot outgrow its table, so this bound stops absurd sizes up front.
+        # The block list cannot hold more than its table could (at most 8 KiB per 3 bytes), so
+        # an absurd size is refused before reading or allocating anything for it.
         if count * 4 > (self._inode_end - self._inode_table) * (_META_SIZE // 3 + 1):
             raise self._corrupt(f"{path} claims an absurd size of {size} bytes")
         words = struct.unpack(f"<{count}I", cur.read(4 * count)) if count else ()
@@ -482,7 +483,7 @@ class SquashFSImage:
                 else:
                     stack.pop()
         except (struct.error, IndexError, ValueError, OverflowError) as e:
-            raise self._corrupt(f"parsing failed ({e})") from None
+            raise self._corrupt(f"parsing failed with {type(e).__name__}") from e
 
     def lookup(self, path: str) -> FileEntry:
         """The regular file at a "/"-separated path; FileNotFoundError if there is none.
@@ -506,7 +507,7 @@ class SquashFSImage:
                 if itype in (_FILE, _LFILE):
                     return self._file_entry("/".join(parts), itype, cur)
         except (struct.error, IndexError, ValueError, OverflowError) as e:
-            raise self._corrupt(f"parsing failed ({e})") from None
+            raise self._corrupt(f"parsing failed with {type(e).__name__}") from e
         raise FileNotFoundError(errno.ENOENT, f"No regular file in {self._path}", path)
 
     def _find(self, itype: int, cur: _Cursor, name: bytes) -> tuple[int, int] | None:
@@ -543,7 +544,7 @@ class SquashFSImage:
         try:
             return self._read_blocks(entry, offset, end)
         except (struct.error, IndexError, ValueError, OverflowError) as e:
-            raise self._corrupt(f"reading {entry.path} failed ({e})") from None
+            raise self._corrupt(f"reading {entry.path} failed with {type(e).__name__}") from e
 
     def _read_blocks(self, entry: FileEntry, offset: int, end: int) -> bytes:
         bs = self.block_size
