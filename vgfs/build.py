@@ -26,11 +26,12 @@ from typing import Any
 import lmdb
 import orjson
 
-from vgfs import __version__
+from vgfs import __version__, query
 from vgfs.dataset import (
     ABSENT,
     DB_NAMES,
     DIR_SIZES,
+    DUPSORT,
     FILES,
     FORMAT,
     ID,
@@ -172,6 +173,7 @@ class _Builder:
         self._open_env()
         # image id -> the sizes of its files (dataset.DIR_SIZES), for the ids of image_data.json
         self.sizes: dict[int, list[int]] = {}
+        self.view_seconds = 0.0
         self.counts: dict[str, Any] = {}
         self.phases: list[dict[str, Any]] = []
         self.digests: dict[str, str] = {}
@@ -180,7 +182,8 @@ class _Builder:
         self.env = lmdb.open(str(self.tmp / "annotations.lmdb"), map_size=LMDB_MAP_SIZE,
                              max_dbs=MAX_DBS, sync=False, metasync=False, writemap=False,
                              readahead=False)
-        self.dbs = {n: self.env.open_db(n.encode()) for n in DB_NAMES}
+        self.dbs = {n: self.env.open_db(n.encode(), dupsort=n in DUPSORT, dupfixed=n in DUPSORT)
+                    for n in DB_NAMES}
 
     def _remap(self) -> None:
         """Close and reopen the environment. Pages read back through its map count as this
@@ -192,6 +195,10 @@ class _Builder:
     def run(self) -> dict[str, Any]:
         with self._phase("annotations"):
             kinds = self._store_annotations()
+        with self._phase("query views"):
+            views = self._store_view_names()
+        # Indexing runs inside the annotation pass: report its share there too.
+        self.phases[-1]["indexing_during_annotations_s"] = round(self.view_seconds, 2)
         with self._phase("whole files"):
             whole = self._store_whole_files()
         with self._phase("images"):
@@ -212,6 +219,7 @@ class _Builder:
                         for s in self.sources.values()},
             "kinds": kinds,
             "whole_files": whole,
+            "views": views,
             "images": images,
             "counts": self.counts,
             "checksums": self.digests,
@@ -235,6 +243,13 @@ class _Builder:
     # --- annotations ---------------------------------------------------------------------
 
     def _store_annotations(self) -> dict[str, dict[str, Any]]:
+        aliases = {}
+        for name, fold in (("object_alias.txt", False), ("relationship_alias.txt", True)):
+            src = self.sources.get(name)
+            aliases[name] = query.load_aliases(read_whole(src).decode(), fold) if src else {}
+        self.object_aliases = aliases["object_alias.txt"]
+        self.predicate_aliases = aliases["relationship_alias.txt"]
+        self.objects_from = "objects" if "objects.json" in self.sources else "attributes"
         kinds: dict[str, dict[str, Any]] = {}
         for kind in KINDS:
             src = self.sources.get(PER_IMAGE[kind][0] + ".json")
@@ -252,7 +267,8 @@ class _Builder:
         txn = self.env.begin(write=True)
         try:
             with progress(f"{src.name}", src.size_hint(), "B", self.show) as bar:
-                for n, (image_id, data) in enumerate(stream_entries(src, kind, bar.update), 1):
+                entries = stream_entries(src, kind, bar.update)
+                for n, (image_id, entry, data) in enumerate(entries, 1):
                     if image_id in seen:
                         raise VGFSError(f"{src.label}: image id {image_id} appears twice")
                     seen.add(image_id)
@@ -263,6 +279,7 @@ class _Builder:
                         unknown.append(image_id)
                     else:
                         row[column] = len(data)
+                        self._index_views(txn, kind, image_id, entry)
                     txn.put(ID.pack(image_id), data, db=db)
                     txn.put(sum_key(kind, image_id), _crc(data), db=sums)
                     digest.update(ID.pack(image_id) + data)
@@ -282,6 +299,42 @@ class _Builder:
         self.digests[kind] = digest.hexdigest()
         return {"source": src.name, "version": src.version, "entries": len(seen),
                 "unknown_ids": len(unknown), "missing_images": missing}
+
+    def _index_views(self, txn: lmdb.Transaction, kind: str, image_id: int,
+                     entry: dict[str, Any]) -> None:
+        """Add the image to the query views its entry names (see query.py)."""
+        start = time.perf_counter()
+        value = ID.pack(image_id)
+        items = [(query.key(view, query.escape(name)), value) for view, name in
+                 query.extract(kind, entry, self.object_aliases, self.predicate_aliases,
+                               self.objects_from)]
+        if items:
+            txn.cursor(db=self.dbs["view_ids"]).putmulti(items, dupdata=True)
+        self.view_seconds += time.perf_counter() - start
+
+    def _store_view_names(self) -> dict[str, int]:
+        """Number each view's names in sorted order, and write each view's counts.json."""
+        ids_db, names_db, pos_db = (self.dbs[n] for n in ("view_ids", "view_names", "view_pos"))
+        totals = {}
+        with self.env.begin(write=True) as txn:
+            cur = txn.cursor(db=ids_db)
+            for index, view in enumerate(query.VIEWS):
+                counts: list[tuple[int, str]] = []
+                if cur.set_range(bytes([index])):
+                    for key in cur.iternext_nodup(values=False):
+                        if key[0] != index:
+                            break
+                        name, count = key[1:], cur.count()
+                        position = len(counts)
+                        txn.put(query.pos_key(view, position), query.COUNT.pack(count) + name,
+                                db=names_db)
+                        txn.put(key, query.POS.pack(position), db=pos_db)
+                        counts.append((count, name.decode("utf-8", "surrogatepass")))
+                counts.sort(key=lambda c: (-c[0], c[1]))
+                txn.put(f"{view}/counts.json".encode(),
+                        orjson.dumps(dict((n, c) for c, n in counts)), db=self.dbs["files"])
+                totals[view] = len(counts)
+        return totals
 
     def _compose_graphs(self, kinds: dict[str, dict[str, Any]]) -> dict[str, Any]:
         """scene_graphs.json is absent: compose each image's graph from the other sources."""

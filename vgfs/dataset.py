@@ -9,6 +9,7 @@ The format (written by build.py, defined here so that both sides share one defin
         sums            kind byte + image id -> crc32 of that entry, for `verify`
         files           release file name -> the whole file's bytes, as released
         jpegs           image id -> JPEG_INDEX (offset, size, sha256) [+ path inside the image]
+        view_*          the query views' inverted indexes (see query.py)
     images.sqfs         SquashFS image of the JPEGs, unless the manifest names another one
 
 Entries are stored uncompressed: the mount serves them with zero copies straight from the LMDB
@@ -28,6 +29,7 @@ from typing import Any
 import lmdb
 import orjson
 
+from vgfs import query
 from vgfs.errors import VGFSError
 from vgfs.release import PER_IMAGE
 from vgfs.squashfs import SquashFSError, SquashFSImage
@@ -44,7 +46,8 @@ JPEG_INDEX = struct.Struct("<QQ32s")
 FILES = (*KINDS, "jpeg")
 DIR_SIZES = struct.Struct(f"<{len(FILES)}I")
 ABSENT = 0xFFFFFFFF
-DB_NAMES = (*KINDS, "dirs", "sums", "files", "jpegs")
+DB_NAMES = (*KINDS, "dirs", "sums", "files", "jpegs", "view_ids", "view_names", "view_pos")
+DUPSORT = {"view_ids"}  # many image ids per key, kept sorted by LMDB
 MAX_DBS = len(DB_NAMES) + 8
 
 
@@ -62,7 +65,8 @@ class Dataset:
         try:
             self.env = lmdb.open(str(lmdb_path), readonly=True, lock=False, max_dbs=MAX_DBS,
                                  subdir=True, readahead=False, max_readers=1024)
-            self.dbs = {n: self.env.open_db(n.encode(), create=False) for n in DB_NAMES}
+            self.dbs = {n: self.env.open_db(n.encode(), create=False, dupsort=n in DUPSORT,
+                                            dupfixed=n in DUPSORT) for n in DB_NAMES}
         except lmdb.Error as e:
             raise VGFSError(f"{lmdb_path}: cannot open the annotation database: {e}") from e
         self.kinds = tuple(k for k in KINDS if k in self.manifest["kinds"])
@@ -143,6 +147,42 @@ class Dataset:
         """The kinds that have an entry for this image."""
         sizes = self.dir_sizes(image_id) or (ABSENT,) * len(FILES)
         return [k for k, size in zip(FILES, sizes, strict=True) if size != ABSENT and k in KINDS]
+
+    # --- query views (query.py) ------------------------------------------------------------
+
+    def view_name(self, view: str, position: int) -> tuple[bytes, int] | None:
+        """(escaped name, image count) of a view's name at a position, or None."""
+        raw = self._txn().get(query.pos_key(view, position), db=self.dbs["view_names"])
+        return None if raw is None else (bytes(raw[4:]), query.COUNT.unpack_from(raw)[0])
+
+    def view_names(self, view: str, start: int = 0) -> Iterator[tuple[int, bytes, int]]:
+        """(position, escaped name, count) from a position on, in name order."""
+        cur = self._txn().cursor(db=self.dbs["view_names"])
+        first = query.pos_key(view, start)
+        if not cur.set_range(first):
+            return
+        for key, raw in cur:
+            if key[0] != first[0]:
+                return
+            yield query.POS.unpack_from(key, 1)[0], bytes(raw[4:]), query.COUNT.unpack_from(raw)[0]
+
+    def view_position(self, view: str, name: bytes) -> int | None:
+        raw = self._txn().get(query.key(view, name), db=self.dbs["view_pos"])
+        return None if raw is None else query.POS.unpack(raw)[0]
+
+    def view_images(self, view: str, name: bytes, after: int = -1) -> Iterator[int]:
+        """Image ids under a view's name, ascending, after `after`; O(log n) to start."""
+        cur = self._txn().cursor(db=self.dbs["view_ids"])
+        if not cur.set_key(query.key(view, name)):
+            return
+        if not cur.set_range_dup(query.key(view, name), ID.pack(after + 1)):
+            return
+        for value in cur.iternext_dup(keys=False):
+            yield ID.unpack(value)[0]
+
+    def view_has(self, view: str, name: bytes, image_id: int) -> bool:
+        cur = self._txn().cursor(db=self.dbs["view_ids"])
+        return cur.set_key_dup(query.key(view, name), ID.pack(image_id))
 
     # --- JPEGs -----------------------------------------------------------------------------
 

@@ -115,6 +115,7 @@ class Operations(pyfuse3.Operations):
         self._buf = bytearray(1 << 17)
         self._dir_attr = self._template(self.dir_mode, 2)
         self._file_attr = self._template(self.file_mode, 1)
+        self._link_attr = self._template(stat.S_IFLNK | 0o777, 1)
 
     # --- attributes ----------------------------------------------------------------------
 
@@ -135,8 +136,9 @@ class Operations(pyfuse3.Operations):
         if node.is_dir:
             attr = self._dir_attr
             attr.st_ino = node.ino
+            attr.st_size = node.size  # a view's name directory: its number of images
             return attr
-        attr = self._file_attr
+        attr = self._link_attr if node.is_link else self._file_attr
         attr.st_ino = node.ino
         attr.st_size = size = self.views.size(node)
         attr.st_blocks = (size + 511) // 512
@@ -242,6 +244,13 @@ class Operations(pyfuse3.Operations):
         self.stats.backend["jpeg_reads_nowait"] += 1
         self.stats.backend["jpeg_bytes"] += n
         return buf
+
+    @_op("readlink")
+    async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
+        node = self._node(inode)
+        if not node.is_link:
+            raise pyfuse3.FUSEError(errno.EINVAL)
+        return node.target
 
     async def flush(self, fh: int) -> None:
         # ENOSYS once, and the kernel stops sending FLUSH for every close.

@@ -209,8 +209,8 @@ def _version(src: Source) -> str:
 
 
 def stream_entries(src: Source, kind: str, on_read: Callable[[int], object] | None = None
-                   ) -> Iterator[tuple[int, bytes]]:
-    """Yield (image_id, compact JSON bytes of the entry) for each entry of a per-image file.
+                   ) -> Iterator[tuple[int, dict[str, Any], bytes]]:
+    """Yield (image_id, entry, its compact JSON bytes) for each entry of a per-image file.
 
     Validates as it goes: the top level must be an array, each entry an object with an integer
     image id and the kind's lists. Afterwards `src.version`, `entries`, `size` and `sha256` are
@@ -237,7 +237,7 @@ def stream_entries(src: Source, kind: str, on_read: Callable[[int], object] | No
                     data = orjson.dumps(entry)
                 except orjson.JSONEncodeError as e:
                     raise VGFSError(f"{src.label}: image {image_id}: {e}") from e
-                yield image_id, data
+                yield image_id, entry, data
                 index += 1
             if buffered.read().strip():
                 raise VGFSError(f"{src.label}: unexpected data after the top-level array,"

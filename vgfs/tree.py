@@ -4,9 +4,11 @@ Inode numbers are pure functions of what a node is, so they are the same on ever
 same dataset, on every node of a cluster, and need no table in memory:
 
     1                 root                  2  images/        3  by-id/      4  README.txt
+    8 + v             the v-th query view's directory (by-object/...), 48 + v its counts.json
     16 + i            the i-th whole-dataset file at the root (image_data.json, synsets.json...)
     2**32 + 16*id + c image `id`: c = 0 its directory, 1..7 a JSON kind, 8 image.jpg,
-                      9 by-id/<id>.json
+                      9 by-id/<id>.json, 10 a view's symlink to it (the same in every view)
+    2**60 + 2**40*v + p  the name at position p of view v (query.py)
 
 Every answer about an image costs one read of its size summary (dataset.DIR_SIZES).
 """
@@ -18,14 +20,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from vgfs.dataset import ABSENT, FILES, Dataset
+from vgfs.query import LINK_VIEWS, VIEWS
 from vgfs.release import WHOLE_FILES
 
 ROOT, IMAGES, BY_ID, README = 1, 2, 3, 4
+VIEW_BASE, COUNTS_BASE = 8, 48
 WHOLE_BASE = 16
 IMAGE_BASE = 1 << 32
+NAME_BASE, NAME_SHIFT = 1 << 60, 40
 # Codes of an image's nodes: 0 its directory, 1 + i the i-th of FILES, then by-id/<id>.json.
 CODE_DIR = 0
 CODE_BY_ID = len(FILES) + 1
+CODE_VIEW_LINK = len(FILES) + 2
 GRAPH = FILES.index("graph")
 MAX_IMAGE_ID = (2**63 - IMAGE_BASE) // 16 - 1
 NAME_MAX = 255
@@ -45,12 +51,23 @@ class Node:
     ino: int
     what: str
     image_id: int = -1
-    name: str = ""  # the record kind, or the whole file's name
-    size: int = 0  # the stored size: exact for everything but pretty-printed JSON
+    name: str = ""  # the record kind, the whole file's name, or the view
+    size: int = 0  # the stored size (exact for all but pretty JSON); a view name: its count
+    key: bytes = b""  # a view name's escaped name
 
     @property
     def is_dir(self) -> bool:
-        return self.what in ("root", "images", "by-id", "dir")
+        return self.what in ("root", "images", "by-id", "dir", "view", "name")
+
+    @property
+    def is_link(self) -> bool:
+        return self.what in ("link", "view-link")
+
+    @property
+    def target(self) -> bytes:
+        """A symlink's target: every view entry leads to images/<id>."""
+        return (b"../images/" if self.what == "link" else b"../../images/") + str(
+            self.image_id).encode()
 
 
 def image_ino(image_id: int, code: int) -> int:
@@ -65,9 +82,16 @@ def parse_id(name: bytes) -> int | None:
     return value if value <= MAX_IMAGE_ID else None
 
 
+def _view_link(image_id: int) -> Node:
+    target_len = len(b"../../images/") + len(str(image_id))
+    return Node(image_ino(image_id, CODE_VIEW_LINK), "view-link", image_id, size=target_len)
+
+
 def _image_node(image_id: int, code: int, sizes: tuple[int, ...]) -> Node | None:
     if code == CODE_DIR:
         return Node(image_ino(image_id, code), "dir", image_id)
+    if code == CODE_VIEW_LINK:
+        return _view_link(image_id)
     index = GRAPH if code == CODE_BY_ID else code - 1
     if not 0 <= index < len(FILES) or sizes[index] == ABSENT:
         return None
@@ -96,14 +120,37 @@ class Tree:
                 root.append(Node(WHOLE_BASE + WHOLE_FILES.index(name), "whole", name=name,
                                  size=len(data)))
                 names.append(name.encode())
+        self._counts: dict[str, Node] = {}
+        for v, view in enumerate(VIEWS):
+            counts = dataset.whole_file(f"{view}/counts.json")
+            if dataset.manifest.get("views", {}).get(view) and counts is not None:
+                root.append(Node(VIEW_BASE + v, "view", name=view))
+                names.append(view.encode())
+                self._counts[view] = Node(COUNTS_BASE + v, "counts", name=view,
+                                          size=len(counts))
         self._root = list(zip(names, root, strict=True))
         self._root_by_name = dict(self._root)
-        self._fixed = {n.ino: n for n in root} | {ROOT: Node(ROOT, "root")}
+        self._fixed = {n.ino: n for n in root + list(self._counts.values())}
+        self._fixed[ROOT] = Node(ROOT, "root")
+
+    def _name_node(self, view: str, position: int, key: bytes, count: int) -> Node:
+        ino = NAME_BASE + (VIEWS.index(view) << NAME_SHIFT) + position
+        if view not in LINK_VIEWS:
+            return Node(ino, "name", name=view, size=count, key=key)
+        # by-coco/<id>: a symlink to the image (the lowest id, if two share a coco id).
+        image_id = next(self.ds.view_images(view, key))
+        return Node(ino, "link", image_id, view, len(b"../images/") + len(str(image_id)), key)
 
     def node(self, ino: int) -> Node | None:
         """Decode an inode number; None if it names nothing in this dataset."""
         if ino < IMAGE_BASE:
             return self._fixed.get(ino)
+        if ino >= NAME_BASE:
+            v, position = divmod(ino - NAME_BASE, 1 << NAME_SHIFT)
+            if v >= len(VIEWS) or VIEWS[v] not in self._counts:
+                return None
+            found = self.ds.view_name(VIEWS[v], position)
+            return None if found is None else self._name_node(VIEWS[v], position, *found)
         image_id, code = divmod(ino - IMAGE_BASE, 16)
         sizes = self.ds.dir_sizes(image_id)
         return None if sizes is None else _image_node(image_id, code, sizes)
@@ -122,6 +169,22 @@ class Tree:
         if parent == BY_ID:
             image_id = parse_id(name[:-5]) if name.endswith(b".json") else None
             return None if image_id is None else self.node(image_ino(image_id, CODE_BY_ID))
+        if VIEW_BASE <= parent < VIEW_BASE + len(VIEWS):
+            view = VIEWS[parent - VIEW_BASE]
+            if name == b"counts.json":
+                return self._counts.get(view)
+            position = self.ds.view_position(view, name)
+            if position is None:
+                return None
+            found = self.ds.view_name(view, position)
+            return None if found is None else self._name_node(view, position, *found)
+        if parent >= NAME_BASE:
+            node = self.node(parent)
+            image_id = parse_id(name)
+            if node is None or node.what != "name" or image_id is None:
+                return None
+            return _view_link(image_id) if self.ds.view_has(node.name, node.key,
+                                                             image_id) else None
         if parent >= IMAGE_BASE:
             image_id, code = divmod(parent - IMAGE_BASE, 16)
             index = _INDEX_OF_NAME.get(name)
@@ -145,6 +208,19 @@ class Tree:
                 node = self.node(image_ino(image_id, CODE_BY_ID))
                 if node is not None:
                     yield f"{image_id}.json".encode(), node, image_id + 1
+        elif VIEW_BASE <= ino < VIEW_BASE + len(VIEWS):
+            # Offset 0 is counts.json; the name at position p has offset p + 1.
+            view = VIEWS[ino - VIEW_BASE]
+            if offset == 0 and view in self._counts:
+                yield b"counts.json", self._counts[view], 1
+            for position, key, count in self.ds.view_names(view, max(offset - 1, 0)):
+                yield key, self._name_node(view, position, key, count), position + 2
+        elif ino >= NAME_BASE:
+            node = self.node(ino)
+            if node is None or node.what != "name":
+                return
+            for image_id in self.ds.view_images(node.name, node.key, after=offset - 1):
+                yield str(image_id).encode(), _view_link(image_id), image_id + 1
         elif ino >= IMAGE_BASE:
             image_id = (ino - IMAGE_BASE) // 16
             sizes = self.ds.dir_sizes(image_id)

@@ -50,10 +50,11 @@ class Views:
             if not self.pretty:
                 return data
             return self.cache.get_or_make(node.ino, lambda: _pretty(data, node))
-        if what == "whole":
-            data = self.ds.whole_file(node.name)
+        if what in ("whole", "counts"):
+            name = node.name if what == "whole" else f"{node.name}/counts.json"
+            data = self.ds.whole_file(name)
             if data is None:
-                raise VGFSError(f"{node.name}: missing from the annotation database")
+                raise VGFSError(f"{name}: missing from the annotation database")
             return data
         if what == "readme":
             return self._readme
@@ -99,6 +100,26 @@ def readme_text(manifest: dict[str, Any]) -> str:
     graph = manifest.get("kinds", {}).get("graph")
     if graph and graph.get("version") == "composed":
         lines.append(f"  graph.json is {graph['source']}.")
+    views = {v: n for v, n in manifest.get("views", {}).items() if n}
+    if views:
+        lines += [
+            "",
+            "Query views: <view>/<name>/<image_id> are symlinks to images/<image_id>; each",
+            "view's counts.json maps name -> number of images, most frequent first, and a",
+            "name directory's st_size is its number of images.",
+            "  by-object/     every name of every object (objects.json), raw, and also under",
+            "                 its canonical name from object_alias.txt where that differs",
+            "  by-attribute/  every attribute of attributes.json, raw",
+            "  by-predicate/  every predicate, case-folded, and also under its canonical form",
+            "                 from relationship_alias.txt where that differs",
+            "  by-synset/     every object synset",
+            "  by-coco/<id>, by-flickr/<id>: one symlink per COCO / Flickr id",
+            "Names are file names by one reversible escaping: % -> %25, / -> %2F, NUL -> %00,",
+            "the dots of '.', '..' and 'counts.json' -> %2E, the empty name -> %. Spaces and",
+            "quotes stay. Names over 255 bytes are cut and end in %~ and 16 hex digits of their",
+            "SHA-256.",
+            "Names per view: " + ", ".join(f"{v} {n}" for v, n in views.items()),
+        ]
     lines += [
         "",
         f"Built by {manifest.get('tool', 'vgfs')} on {manifest.get('built', '?')}.",
