@@ -522,9 +522,13 @@ class _Builder:
         with sq:
             try:
                 for entry in sq.walk():
-                    m = JPEG_NAME.fullmatch(entry.path.rsplit("/", 1)[-1])
+                    base = entry.path.rsplit("/", 1)[-1]
+                    m = JPEG_NAME.fullmatch(base)
                     if m is None:
-                        continue
+                        if base.lower().endswith(".jpg"):
+                            raise VGFSError(f"{image}: {entry.path} is not named"
+                                            " <image_id>.jpg")
+                        continue  # other files a site keeps beside the JPEGs
                     image_id = int(m[1])
                     if image_id in entries:
                         raise VGFSError(f"{image}: image {image_id} twice, at"
