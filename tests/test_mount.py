@@ -242,16 +242,27 @@ def test_sigterm_unmounts_and_umount_cleans_up_after_sigkill(real_dataset: Path,
     for sig in (signal.SIGTERM, signal.SIGKILL):
         proc = subprocess.Popen([sys.executable, "-m", "vgfs", "mount", "-f", str(real_dataset),
                                  str(mp)], stderr=subprocess.PIPE)
+        reader = None
         try:
             deadline = time.monotonic() + 30
             while not (mp / "images").exists():
                 assert time.monotonic() < deadline and proc.poll() is None, "mount never came up"
                 time.sleep(0.05)
+            # A reader in flight: it must finish or get an error, never hang.
+            reader = subprocess.Popen(
+                [sys.executable, "-c", "import pathlib, sys\n"
+                 "while True:\n"
+                 "    for p in pathlib.Path(sys.argv[1]).glob('images/*/*.json'):\n"
+                 "        p.read_bytes()", str(mp)], stderr=subprocess.DEVNULL)
+            time.sleep(0.3)
             proc.send_signal(sig)
             proc.wait(timeout=30)
             if sig == signal.SIGTERM:
+                assert reader.wait(timeout=30) != 0  # it got an error, and did not hang
                 assert mounted_fs(mp) is None
             else:
+                reader.kill()
+                reader.wait(timeout=30)
                 assert mounted_fs(mp) is not None  # a dead mount: ENOTCONN
                 with pytest.raises(OSError) as exc:
                     os.listdir(mp)
@@ -259,9 +270,10 @@ def test_sigterm_unmounts_and_umount_cleans_up_after_sigkill(real_dataset: Path,
                 vgfs("umount", str(mp))
                 assert mounted_fs(mp) is None and os.listdir(mp) == []
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            for p in (reader, proc):
+                if p is not None and p.poll() is None:
+                    p.kill()
+                    p.wait()
             force_unmount(mp)
 
 
