@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -9,10 +10,12 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +26,19 @@ from vgfs.errors import VGFSError
 log = logging.getLogger("vgfs")
 
 DEFAULT_CACHE = 256 << 20
-# Options that only mount(8) or systemd understand: accepted and dropped, never passed to FUSE.
-MOUNT8_ONLY = {"_netdev", "nofail", "auto", "noauto", "user", "users", "nouser", "defaults",
-               "ro", "nosuid", "nodev", "noexec", "suid", "dev", "exec", "noatime", "atime",
-               "relatime", "nodiratime", "async", "sync", "owner", "group", "n",
+DEFAULT_METRICS_INTERVAL = 15.0
+# Options that mount(8), systemd or the kernel's generic mount flags use, which mean nothing to a
+# read-only FUSE mount: accepted and dropped, never passed to FUSE. mount(8) hands a helper
+# `rw` unless the fstab line says `ro` (so `defaults` arrives as `rw`), and `user` arrives with
+# noexec,nosuid,nodev; x-* and comment= are normally stripped before, but not by `vgfs mount`.
+MOUNT8_ONLY = {"_netdev", "nofail", "auto", "noauto", "user", "users", "nouser", "owner",
+               "group", "defaults", "ro", "nosuid", "suid", "nodev", "dev", "noexec", "exec",
+               "noatime", "atime", "relatime", "norelatime", "strictatime", "nostrictatime",
+               "lazytime", "nolazytime", "nodiratime", "diratime", "async", "sync", "dirsync",
+               "iversion", "noiversion", "mand", "nomand", "silent", "loud",
                "default_permissions"}
+KNOWN = ("cache_size=, pretty, uid=, gid=, umask=, allow_other, allow_root, threads=,"
+         " metrics_file=, metrics_interval=")
 _SIZE = re.compile(r"(\d+)([KMGT]?)(i?B?)?", re.IGNORECASE)
 
 
@@ -35,12 +46,15 @@ _SIZE = re.compile(r"(\d+)([KMGT]?)(i?B?)?", re.IGNORECASE)
 class MountOptions:
     cache_size: int = DEFAULT_CACHE
     pretty: bool = False
-    uid: int = os.getuid()
-    gid: int = os.getgid()
+    # The mounting process's ids, taken when the options are parsed (not when imported).
+    uid: int = field(default_factory=os.getuid)
+    gid: int = field(default_factory=os.getgid)
     umask: int = 0
     allow_other: bool = False
     allow_root: bool = False
     threads: int = 16
+    metrics_file: str | None = None
+    metrics_interval: float = DEFAULT_METRICS_INTERVAL
 
 
 def parse_size(text: str) -> int:
@@ -50,13 +64,14 @@ def parse_size(text: str) -> int:
     return int(m[1]) << (10 * " KMGT".index(m[2].upper() or " "))
 
 
-def parse_options(specs: list[str]) -> MountOptions:
-    """Parse `-o a,b=c` lists. mount(8)-only options are dropped; unknown ones are an error."""
+def parse_options(specs: list[str], sloppy: bool = False) -> MountOptions:
+    """Parse `-o a,b=c` lists. mount(8)-only options are dropped; unknown ones are an error, or
+    with `sloppy` (mount -s) a warning."""
     opts = MountOptions()
     for spec in specs:
         for item in filter(None, spec.split(",")):
             key, _, value = item.partition("=")
-            if key in MOUNT8_ONLY or key.startswith(("x-", "comment")):
+            if key in MOUNT8_ONLY or key == "comment" or key.startswith("x-"):
                 continue
             try:
                 if key == "cache_size":
@@ -73,27 +88,37 @@ def parse_options(specs: list[str]) -> MountOptions:
                     opts.allow_root = True
                 elif key == "threads":
                     opts.threads = max(1, int(value))
+                elif key == "metrics_file":
+                    if not value:
+                        raise VGFSError("-o metrics_file=: expected a file path")
+                    opts.metrics_file = os.path.abspath(value)
+                elif key == "metrics_interval":
+                    opts.metrics_interval = float(value)
                 elif key == "rw":
-                    raise VGFSError("-o rw: vgfs mounts are always read-only")
+                    # Not an error: mount(8) passes rw for every fstab line without `ro`.
+                    log.info("-o rw: ignored, vgfs mounts are always read-only")
+                elif sloppy:
+                    log.warning("-o %s: unknown option, ignored", item)
                 else:
-                    raise VGFSError(f"-o {item}: unknown option (known: cache_size=, pretty,"
-                                    " uid=, gid=, umask=, allow_other, allow_root, threads=)")
+                    raise VGFSError(f"-o {item}: unknown option (known: {KNOWN})")
             except ValueError:
                 raise VGFSError(f"-o {item}: expected a number") from None
     return opts
 
 
 def mounted_fs(mountpoint: str | os.PathLike) -> str | None:
-    """The filesystem type mounted at `mountpoint` (even a dead FUSE mount), or None."""
+    """The type of the topmost filesystem mounted at `mountpoint` (even a dead FUSE mount), or
+    None. Topmost, because an automount point is an autofs mount with the real one on top."""
     target = os.path.abspath(mountpoint)
+    found = None
     with open("/proc/self/mountinfo") as f:
-        for line in f:
+        for line in f:  # in mount order: a later entry for the same point is on top
             fields = line.split()
             sep = fields.index("-")
             point = re.sub(r"\\(\d{3})", lambda m: chr(int(m[1], 8)), fields[4])
             if point == target:
-                return fields[sep + 1]
-    return None
+                found = fields[sep + 1]
+    return found
 
 
 def check_mountpoint(mountpoint: Path) -> None:
@@ -104,9 +129,10 @@ def check_mountpoint(mountpoint: Path) -> None:
             raise VGFSError(f"{mountpoint}: a dead FUSE mount is still there; run"
                             f" `vgfs umount {mountpoint}` first") from None
         raise VGFSError(f"{mountpoint}: mount point not usable: {e.strerror}") from None
-    if not os.path.isdir(mountpoint) or not st:
+    if not stat.S_ISDIR(st.st_mode):
         raise VGFSError(f"{mountpoint}: mount point is not a directory")
-    if mounted_fs(mountpoint) is not None:
+    # autofs is what a systemd .automount (or automount(8)) leaves there for us to mount over.
+    if mounted_fs(mountpoint) not in (None, "autofs"):
         raise VGFSError(f"{mountpoint}: something is already mounted there")
     if any(os.scandir(mountpoint)):
         raise VGFSError(f"{mountpoint}: mount point is not empty")
@@ -128,16 +154,26 @@ def _check_allow_other(opts: MountOptions) -> None:
                         " has a line `user_allow_other`")
 
 
-def mount(dataset: str, mountpoint: str, opts: MountOptions, foreground: bool) -> None:
-    """Mount and serve. In the background, return once the mount answers, or raise its reason."""
+def preflight(dataset: str, mountpoint: Path, opts: MountOptions) -> None:
+    """Every check that can fail before anything is mounted, cheapest first."""
     from vgfs.dataset import open_dataset
 
-    mp = Path(mountpoint).absolute()
-    open_dataset(dataset).close()  # fail here, with the reason, before anything is mounted
-    check_mountpoint(mp)
     _check_allow_other(opts)
+    if not opts.metrics_interval > 0:
+        raise VGFSError(f"metrics interval {opts.metrics_interval}: must be a positive number"
+                        " of seconds")
+    open_dataset(dataset).close()
+    check_mountpoint(mountpoint)
+
+
+def mount(dataset: str, mountpoint: str, opts: MountOptions, foreground: bool) -> None:
+    """Mount and serve. In the background, return once the mount answers, or raise its reason."""
+    dataset = os.path.abspath(dataset)  # the background process serves from /
+    mp = Path(mountpoint).absolute()
+    preflight(dataset, mp, opts)
     if foreground:
-        _serve(dataset, mp, opts, on_ready=_notify_systemd)
+        _serve(dataset, mp, opts, on_ready=lambda: _notify_systemd(
+            f"READY=1\nSTATUS=serving {dataset} at {mp}"))
         return
     read_end, write_end = os.pipe()
     pid = os.fork()
@@ -150,13 +186,20 @@ def mount(dataset: str, mountpoint: str, opts: MountOptions, foreground: bool) -
             raise VGFSError(answer or f"{mp}: the mount process exited before the mount answered")
         return
     os.close(read_end)
-    os.setsid()
+    os.chdir("/")
+    # Only a foreground mount is the service manager's main process; this one must not speak
+    # for whoever started `vgfs mount`.
+    os.environ.pop("NOTIFY_SOCKET", None)
     code = 0
     try:
         def ready() -> None:
+            # Leave the caller's session only now. Under an automount, the kernel lets only the
+            # process group that runs the mount helper reach the mount point while the mount is
+            # pending; mounting or stat-ing it from a new session would wait forever.
+            os.setsid()
+            _detach_stdio()
             os.write(write_end, b"ok")
             os.close(write_end)
-            _detach_stdio()
 
         _serve(dataset, mp, opts, on_ready=ready)
     except VGFSError as e:
@@ -177,13 +220,24 @@ def _tell(fd: int, message: str) -> None:
 
 
 def _detach_stdio() -> None:
+    """Let go of the caller's terminal or pipes; stderr stays if it is the journal (a systemd
+    .mount unit runs mount(8) with its output there), so that log lines still reach it."""
+    keep = {2} if _stderr_is_journal() else set()
     devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
+    for fd in {0, 1, 2} - keep:
         os.dup2(devnull, fd)
     os.close(devnull)
 
 
-def _serve(dataset: str, mp: Path, opts: MountOptions, on_ready: Any) -> None:
+def _stderr_is_journal() -> bool:
+    try:
+        st = os.fstat(2)
+    except OSError:
+        return False
+    return os.environ.get("JOURNAL_STREAM") == f"{st.st_dev}:{st.st_ino}"
+
+
+def _serve(dataset: str, mp: Path, opts: MountOptions, on_ready: Callable[[], None]) -> None:
     """Mount with pyfuse3 and run the trio loop until unmounted or signalled."""
     import pyfuse3
     import trio
@@ -211,21 +265,48 @@ def _serve(dataset: str, mp: Path, opts: MountOptions, on_ready: Any) -> None:
         ds.close()
         raise VGFSError(f"{mp}: mounting failed ({e}); see the message above") from None
 
+    def metrics() -> str:
+        return metrics_text(ops.stats.ops, ops.stats.snapshot(ops.cache), ops.stats.started, mp)
+
     async def main() -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_on_signals, pyfuse3)
             nursery.start_soon(_when_answering, mp, on_ready)
+            if opts.metrics_file:
+                nursery.start_soon(_write_metrics_every, opts.metrics_file,
+                                   opts.metrics_interval, metrics)
             await pyfuse3.main()
             nursery.cancel_scope.cancel()
 
-    log.info("mounted %s at %s", dataset, mp)
     try:
+        if opts.metrics_file:
+            # Written once before the mount is reported ready: a path that cannot be written
+            # fails the mount with the reason, rather than a mount that never reports.
+            try:
+                write_metrics(opts.metrics_file, metrics())
+            except OSError as e:
+                raise VGFSError(f"metrics file {opts.metrics_file}: cannot write it:"
+                                f" {e.strerror}") from None
+        log.info("mounted %s at %s", dataset, mp)
         trio.run(main)
+    except BaseExceptionGroup as group:  # a failed task: report its own error, not the group
+        raise _first_leaf(group) from None
     finally:
         _notify_systemd("STOPPING=1")
         pyfuse3.close(unmount=True)
         ds.close()
+        if opts.metrics_file:
+            # Gone with the mount: frozen counters in the file would look like a live mount.
+            with contextlib.suppress(OSError):
+                os.unlink(opts.metrics_file)
         log.info("unmounted %s", mp)
+
+
+def _first_leaf(group: BaseExceptionGroup) -> BaseException:
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
 
 
 async def _on_signals(pyfuse3: Any) -> None:
@@ -238,15 +319,16 @@ async def _on_signals(pyfuse3: Any) -> None:
             return
 
 
-async def _when_answering(mp: Path, on_ready: Any) -> None:
-    """Call on_ready once the mount answers a stat, i.e. once it is usable."""
+async def _when_answering(mp: Path, on_ready: Callable[[], None]) -> None:
+    """Call on_ready once the mount answers a stat, i.e. once it is usable: the stat is a FUSE
+    request that only the running loop can answer."""
     import trio
 
     await trio.to_thread.run_sync(os.stat, mp)
     on_ready()
 
 
-def _notify_systemd(state: str = "READY=1\nSTATUS=serving") -> None:
+def _notify_systemd(state: str) -> None:
     """Tell systemd (Type=notify) about readiness or shutdown; a no-op outside systemd."""
     addr = os.environ.get("NOTIFY_SOCKET")
     if not addr:
@@ -261,11 +343,92 @@ def _notify_systemd(state: str = "READY=1\nSTATUS=serving") -> None:
             log.warning("NOTIFY_SOCKET %s: %s", addr, e)
 
 
+# --- metrics, for node_exporter's textfile collector -------------------------------------------
+
+_CACHE_GAUGES = {"bytes": "Bytes of generated files held in the LRU cache.",
+                 "items": "Files held in the LRU cache.",
+                 "max_bytes": "Configured size of the LRU cache (cache_size), in bytes."}
+_HELP = {"hits": "Reads served from the LRU cache.",
+         "misses": "Reads that missed the LRU cache.",
+         "evictions": "Files evicted from the LRU cache.",
+         "evicted_bytes": "Bytes evicted from the LRU cache.",
+         "lmdb_reads": "Reads served from the LMDB map.",
+         "jpeg_reads_nowait": "JPEG reads served inline from the page cache.",
+         "jpeg_reads_threaded": "JPEG reads that went to a worker thread.",
+         "jpeg_bytes": "JPEG bytes read from the SquashFS image."}
+
+
+def metrics_text(ops: dict[str, list[float]], snapshot: dict[str, Any], started: float,
+                 mountpoint: str | os.PathLike) -> str:
+    """The counters of a mount in Prometheus' text exposition format. `ops` is Stats.ops (exact
+    running sums, so the counters never go backwards); the rest comes from Stats.snapshot."""
+    point = str(mountpoint).replace("\\", r"\\").replace('"', r"\"").replace("\n", r"\n")
+    lines: list[str] = []
+
+    def family(name: str, kind: str, help_: str, samples: list[tuple[str, str, float]]) -> None:
+        lines.extend((f"# HELP {name} {help_}", f"# TYPE {name} {kind}"))
+        for suffix, labels, value in samples:
+            lines.append(f'{name}{suffix}{{mountpoint="{point}"{labels}}} {value!r}')
+
+    ops = dict(sorted(ops.items()))
+    by_op = [(f',op="{op}"', entry) for op, entry in ops.items()]
+    family("vgfs_start_time_seconds", "gauge", "When the mount started, in Unix time.",
+           [("", "", float(started))])
+    family("vgfs_requests_total", "counter", "FUSE requests served, by operation.",
+           [("", lab, int(n)) for lab, (n, _, _) in by_op])
+    family("vgfs_request_seconds", "summary", "Time spent serving FUSE requests, by operation.",
+           [s for lab, (n, total, _) in by_op for s in (("_sum", lab, float(total)),
+                                                        ("_count", lab, int(n)))])
+    family("vgfs_request_max_seconds", "gauge", "Slowest FUSE request so far, by operation.",
+           [("", lab, float(mx)) for lab, (_, _, mx) in by_op])
+    family("vgfs_errors_total", "counter", "Requests that failed with EIO, by operation.",
+           [("", f',op="{op}"', n) for op, n in sorted(snapshot["errors"].items())])
+    for key, value in snapshot["cache"].items():
+        if key in _CACHE_GAUGES:
+            family(f"vgfs_cache_{key}", "gauge", _CACHE_GAUGES[key], [("", "", value)])
+        else:
+            family(f"vgfs_cache_{key}_total", "counter", _HELP.get(key, f"Cache {key}."),
+                   [("", "", value)])
+    for key, value in snapshot["backend"].items():
+        family(f"vgfs_backend_{key}_total", "counter", _HELP.get(key, f"Backend {key}."),
+               [("", "", value)])
+    return "\n".join(lines) + "\n"
+
+
+def write_metrics(path: str, text: str) -> None:
+    """Replace `path` in one rename, so that a scrape never reads half a file. The temporary
+    name does not end in .prom, so the textfile collector never reads it either."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+async def _write_metrics_every(path: str, interval: float, text: Callable[[], str]) -> None:
+    import trio
+
+    while True:
+        await trio.sleep(interval)
+        try:
+            # The snapshot is taken here, in the loop; only the file write goes to a thread.
+            await trio.to_thread.run_sync(write_metrics, path, text())
+        except OSError as e:
+            log.warning("metrics file %s: %s", path, e.strerror)
+
+
 def umount(mountpoint: str, timeout: float = 10.0) -> None:
     """Unmount cleanly; a dead mount left by a killed process is detached as well."""
     mp = os.path.abspath(mountpoint)
-    if mounted_fs(mp) is None:
+    fs = mounted_fs(mp)
+    if fs is None:
         raise VGFSError(f"{mp}: nothing is mounted there")
+    if not fs.startswith("fuse"):
+        raise VGFSError(f"{mp}: {fs} is mounted there, not vgfs")
     tool = shutil.which("fusermount3") or shutil.which("fusermount")
     attempts = [[tool, "-u", mp], [tool, "-u", "-z", mp]] if tool else []
     if os.getuid() == 0:
@@ -277,7 +440,7 @@ def umount(mountpoint: str, timeout: float = 10.0) -> None:
             break
         last = proc.stderr.strip()
     deadline = time.monotonic() + timeout
-    while mounted_fs(mp) is not None:
+    while (mounted_fs(mp) or "").startswith("fuse"):  # what is left below may be autofs
         if time.monotonic() > deadline:
             raise VGFSError(f"{mp}: could not unmount ({last or 'still mounted'})")
         time.sleep(0.05)
@@ -298,3 +461,37 @@ def read_stats(mountpoint: str) -> dict[str, Any]:
 def setup_logging(level: str = "info") -> None:
     logging.basicConfig(stream=sys.stderr, level=level.upper(),
                         format="vgfs %(levelname)s %(message)s")
+
+
+def mount_helper(argv: list[str] | None = None) -> int:
+    """`mount.fuse.vgfs DATASET MOUNTPOINT [-sfnv] [-o OPTS]`: what mount(8) runs for an fstab
+    line or a systemd .mount unit of type fuse.vgfs, once linked as /sbin/mount.fuse.vgfs.
+    Exit status as mount(8) documents it: 32 when the mount fails."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="mount.fuse.vgfs", description="mount(8) helper for vgfs:"
+                                " mounts DATASET at MOUNTPOINT in the background, and returns"
+                                " once the mount answers.")
+    p.add_argument("dataset")
+    p.add_argument("mountpoint")
+    p.add_argument("-o", dest="options", action="append", default=[], metavar="OPT,...")
+    p.add_argument("-s", dest="sloppy", action="store_true", help="ignore unknown options")
+    p.add_argument("-f", dest="fake", action="store_true", help="check everything, mount nothing")
+    p.add_argument("-n", dest="no_mtab", action="store_true", help="accepted; there is no mtab")
+    p.add_argument("-v", dest="verbose", action="store_true", help="log each event")
+    args = p.parse_args(argv)
+    setup_logging("info" if args.verbose else "warning")
+    try:
+        opts = parse_options(args.options, sloppy=args.sloppy)
+        if args.fake:
+            preflight(os.path.abspath(args.dataset), Path(args.mountpoint).absolute(), opts)
+        else:
+            mount(args.dataset, args.mountpoint, opts, foreground=False)
+    except VGFSError as e:
+        print(f"mount.fuse.vgfs: {e}", file=sys.stderr)
+        return 32
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"mount.fuse.vgfs: {where}{e.strerror or e}", file=sys.stderr)
+        return 32
+    return 0
