@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -34,9 +35,13 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("-f", "--foreground", action="store_true", help="stay in the foreground")
     m.add_argument("-o", dest="options", action="append", default=[], metavar="OPT,...",
                    help="cache_size=SIZE, pretty, uid=, gid=, umask=, allow_other,"
-                   " allow_root, threads=N")
+                   " allow_root, threads=N, metrics_file=PATH, metrics_interval=S")
     m.add_argument("--log-level", default="info",
                    choices=["debug", "info", "warning", "error"])
+    m.add_argument("--metrics-file", metavar="PATH", help="write the counters there in"
+                   " Prometheus text format, for node_exporter's textfile collector")
+    m.add_argument("--metrics-interval", type=float, metavar="S",
+                   help="seconds between metrics file updates (default 15)")
 
     u = sub.add_parser("umount", help="unmount (also cleans up after a killed mount)")
     u.add_argument("mountpoint")
@@ -100,7 +105,12 @@ def _run(args: argparse.Namespace) -> int | None:
         from vgfs.mount import mount, parse_options, setup_logging
 
         setup_logging(args.log_level)
-        mount(args.dataset, args.mountpoint, parse_options(args.options), args.foreground)
+        opts = parse_options(args.options)
+        if args.metrics_file:
+            opts.metrics_file = os.path.abspath(args.metrics_file)
+        if args.metrics_interval is not None:
+            opts.metrics_interval = args.metrics_interval
+        mount(args.dataset, args.mountpoint, opts, args.foreground)
     elif cmd == "umount":
         from vgfs.mount import umount
 
