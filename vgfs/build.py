@@ -17,6 +17,7 @@ import sys
 import time
 import zipfile
 import zlib
+from array import array
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -59,6 +60,7 @@ JPEG_NAME = re.compile(r"(0|[1-9][0-9]{0,17})\.jpg")
 MKSQUASHFS_OPTS = ("-noD", "-no-fragments", "-no-sparse", "-noappend", "-no-xattrs",
                    "-all-root", "-mem", "256M")
 COMMIT_EVERY = 2_000  # entries per LMDB write transaction: its dirty pages sit in memory
+FLUSH_POSTINGS_EVERY = 20_000  # entries whose query-view postings are buffered in memory
 LMDB_MAP_SIZE = 1 << 40  # address space only; the file grows as data is written
 READ_CHUNK = 1 << 20
 
@@ -173,6 +175,10 @@ class _Builder:
         self._open_env()
         # image id -> the sizes of its files (dataset.DIR_SIZES), for the ids of image_data.json
         self.sizes: dict[int, list[int]] = {}
+        # Query-view postings not yet written: (view, name) key -> image ids.
+        self.postings: dict[bytes, array[int]] = {}
+        self.buffered = 0
+        self.view_keys: dict[tuple[str, str], bytes] = {}
         self.view_seconds = 0.0
         self.counts: dict[str, Any] = {}
         self.phases: list[dict[str, Any]] = []
@@ -279,12 +285,17 @@ class _Builder:
                         unknown.append(image_id)
                     else:
                         row[column] = len(data)
-                        self._index_views(txn, kind, image_id, entry)
+                        self._index_views(kind, image_id, entry)
                     txn.put(ID.pack(image_id), data, db=db)
                     txn.put(sum_key(kind, image_id), _crc(data), db=sums)
                     digest.update(ID.pack(image_id) + data)
                     if n % COMMIT_EVERY == 0:
                         txn.commit()
+                        if self.buffered >= FLUSH_POSTINGS_EVERY:
+                            start = time.perf_counter()
+                            self._flush_postings()
+                            self.view_seconds += time.perf_counter() - start
+                            db, sums = self.dbs[kind], self.dbs["sums"]  # remapped
                         txn = self.env.begin(write=True)
             txn.commit()
         except BaseException:
@@ -300,20 +311,38 @@ class _Builder:
         return {"source": src.name, "version": src.version, "entries": len(seen),
                 "unknown_ids": len(unknown), "missing_images": missing}
 
-    def _index_views(self, txn: lmdb.Transaction, kind: str, image_id: int,
-                     entry: dict[str, Any]) -> None:
-        """Add the image to the query views its entry names (see query.py)."""
+    def _index_views(self, kind: str, image_id: int, entry: dict[str, Any]) -> None:
+        """Note the image under each query-view name its entry holds (see query.py)."""
         start = time.perf_counter()
-        value = ID.pack(image_id)
-        items = [(query.key(view, query.escape(name)), value) for view, name in
-                 query.extract(kind, entry, self.object_aliases, self.predicate_aliases,
-                               self.objects_from)]
-        if items:
-            txn.cursor(db=self.dbs["view_ids"]).putmulti(items, dupdata=True)
+        keys = self.view_keys
+        for pair in query.extract(kind, entry, self.object_aliases, self.predicate_aliases,
+                                  self.objects_from):
+            key = keys.get(pair)
+            if key is None:  # names repeat across images: escape each once
+                key = keys[pair] = query.key(pair[0], query.escape(pair[1]))
+            ids = self.postings.get(key)
+            if ids is None:
+                ids = self.postings[key] = array("Q")
+            ids.append(image_id)
+        self.buffered += 1
         self.view_seconds += time.perf_counter() - start
+
+    def _flush_postings(self) -> None:
+        """Write the buffered postings to the DUPSORT database, one key at a time in order, and
+        remap: this keeps both the buffer and the pages touched in the map bounded."""
+        db = self.dbs["view_ids"]
+        with self.env.begin(write=True) as txn:
+            cur = txn.cursor(db=db)
+            for key in sorted(self.postings):
+                ids = sorted(self.postings[key])
+                cur.putmulti([(key, ID.pack(i)) for i in ids], dupdata=True)
+        self.postings.clear()
+        self.buffered = 0
+        self._remap()
 
     def _store_view_names(self) -> dict[str, int]:
         """Number each view's names in sorted order, and write each view's counts.json."""
+        self._flush_postings()
         ids_db, names_db, pos_db = (self.dbs[n] for n in ("view_ids", "view_names", "view_pos"))
         totals = {}
         with self.env.begin(write=True) as txn:

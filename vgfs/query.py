@@ -90,19 +90,28 @@ def _with_canonical(names: Iterable[str], aliases: dict[str, str]) -> set[str]:
     return out
 
 
+def _add_strings(into: set[str], items: list[Any]) -> None:
+    try:
+        into.update(items)  # the common case, at C speed
+    except TypeError:  # an unhashable item: keep the strings only
+        into.update(i for i in items if isinstance(i, str))
+
+
 def _object_names(objects: list[dict[str, Any]]) -> tuple[set[str], set[str]]:
     names: set[str] = set()
     synsets: set[str] = set()
     for obj in objects:
         raw = obj.get("names")
+        if raw is None:
+            raw = [obj["name"]] if "name" in obj else []  # v1.0 objects
         if isinstance(raw, list):
-            names.update(n for n in raw if isinstance(n, str))
-        elif isinstance(obj.get("name"), str):
-            names.add(obj["name"])
-        for s in obj.get("synsets") or ():
-            if isinstance(s, str):
-                synsets.add(s)
-    return names, synsets
+            _add_strings(names, raw)
+        raw = obj.get("synsets")
+        if isinstance(raw, list):
+            _add_strings(synsets, raw)
+    # Only strings name files; the build checks nothing deeper than the item level.
+    return ({n for n in names if isinstance(n, str)},
+            {s for s in synsets if isinstance(s, str)})
 
 
 def extract(kind: str, entry: dict[str, Any], object_aliases: dict[str, str],
