@@ -171,6 +171,9 @@ def info_text(path: Path, m: dict[str, Any]) -> str:
     graph = m["kinds"].get("graph")
     if graph and graph["version"] == "composed":
         lines.append(f"graph.json is {graph['source']} ({graph['entries']} images)")
+    views = {v: n for v, n in m.get("views", {}).items() if n}
+    if views:
+        lines.append("query views  " + ", ".join(f"{v} {n:,} names" for v, n in views.items()))
     img = m["images"]
     if img.get("path"):
         lines.append(f"\nJPEGs        {img['path']} ({img.get('size', 0):,} bytes,"
