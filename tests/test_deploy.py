@@ -143,7 +143,9 @@ def test_units_verify(installed: None) -> None:
         if unit.suffix in (".service", ".mount", ".automount"):
             r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True,
                                text=True)
-            assert r.returncode == 0 and r.stdout + r.stderr == "", r.stdout + r.stderr
+            # Nothing about these units (other units on the machine may have their own say).
+            assert r.returncode == 0 and not re.search(r"vgfs|mnt-vg", r.stdout + r.stderr), \
+                r.stdout + r.stderr
 
 
 def test_service_keeps_the_mount_visible_and_restarts() -> None:

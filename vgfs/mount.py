@@ -37,7 +37,7 @@ MOUNT8_ONLY = {"_netdev", "nofail", "auto", "noauto", "user", "users", "nouser",
                "lazytime", "nolazytime", "nodiratime", "diratime", "async", "sync", "dirsync",
                "iversion", "noiversion", "mand", "nomand", "silent", "loud",
                "default_permissions"}
-KNOWN = ("cache_size=, pretty, uid=, gid=, umask=, allow_other, allow_root, threads=,"
+_KNOWN = ("cache_size=, pretty, uid=, gid=, umask=, allow_other, allow_root, threads=,"
          " metrics_file=, metrics_interval=")
 _SIZE = re.compile(r"(\d+)([KMGT]?)(i?B?)?", re.IGNORECASE)
 
@@ -100,7 +100,7 @@ def parse_options(specs: list[str], sloppy: bool = False) -> MountOptions:
                 elif sloppy:
                     log.warning("-o %s: unknown option, ignored", item)
                 else:
-                    raise VGFSError(f"-o {item}: unknown option (known: {KNOWN})")
+                    raise VGFSError(f"-o {item}: unknown option (known: {_KNOWN})")
             except ValueError:
                 raise VGFSError(f"-o {item}: expected a number") from None
     return opts
@@ -370,8 +370,7 @@ def metrics_text(ops: dict[str, list[float]], snapshot: dict[str, Any], started:
         for suffix, labels, value in samples:
             lines.append(f'{name}{suffix}{{mountpoint="{point}"{labels}}} {value!r}')
 
-    ops = dict(sorted(ops.items()))
-    by_op = [(f',op="{op}"', entry) for op, entry in ops.items()]
+    by_op = [(f',op="{op}"', entry) for op, entry in sorted(ops.items())]
     family("vgfs_start_time_seconds", "gauge", "When the mount started, in Unix time.",
            [("", "", float(started))])
     family("vgfs_requests_total", "counter", "FUSE requests served, by operation.",
