@@ -106,6 +106,7 @@ class Operations(pyfuse3.Operations):
         self.limiter = trio.CapacityLimiter(threads)
         self.fd = tree.ds.image_fd
         self.nowait = True  # cleared if the backing filesystem refuses RWF_NOWAIT
+        self.verified: set[int] = set()  # JPEG inodes whose bytes matched their sha256
         mtime = tree.ds.manifest.get("built", "")
         try:
             built = time.strptime(mtime, "%Y-%m-%dT%H:%M:%SZ")
@@ -206,7 +207,9 @@ class Operations(pyfuse3.Operations):
             return memoryview(self.views.content(node))[off:off + size]
         data = self.cache.get(node.ino)
         if data is None:
-            extent = self.views.jpeg_extent(node)
+            # Inline page-cache reads only for JPEGs whose sha256 was checked once, when
+            # first fetched whole: damaged bytes never reach a reader unchecked.
+            extent = self.views.jpeg_extent(node) if node.ino in self.verified else None
             chunk = self._read_nowait(extent, off, size) if extent else None
             if chunk is not None:
                 return chunk
@@ -215,6 +218,7 @@ class Operations(pyfuse3.Operations):
             self.stats.backend["jpeg_reads_threaded"] += 1
             data = await trio.to_thread.run_sync(self.views.load_jpeg, node,
                                                  limiter=self.limiter)
+            self.verified.add(node.ino)
             self.stats.backend["jpeg_bytes"] += len(data)
         return memoryview(data)[off:off + size]
 
