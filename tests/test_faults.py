@@ -1,0 +1,294 @@
+"""Faults under a running mount (DESIGN §6): a damaged, vanished or failing backing file turns
+into EIO for the files it touches, a log line and an error counter; every other file still
+reads correctly, the mount stays up, and once the fault is gone the files read again."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import force_unmount, mounted, vgfs
+from vgfs.build import build
+from vgfs.dataset import open_dataset
+from vgfs.mount import mounted_fs
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A synthetic release of 120 images and its dataset, built once for this module."""
+    from vgfs.sample import write_sample
+
+    root = tmp_path_factory.mktemp("faults")
+    write_sample(root / "release", images=120, seed=5, show_progress=False)
+    build(root / "release", root / "dataset", show_progress=False)
+    return root
+
+
+@pytest.fixture
+def dataset(sample: Path, tmp_path: Path) -> Path:
+    """A private copy of the dataset, to damage."""
+    return Path(shutil.copytree(sample / "dataset", tmp_path / "data" / "dataset"))
+
+
+@pytest.fixture(scope="module")
+def jpeg_sums(sample: Path) -> dict[int, str]:
+    """sha256 of every source JPEG, by image id."""
+    return {int(p.stem): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in (sample / "release").glob("VG_100K*/*.jpg")}
+
+
+@pytest.fixture(scope="module")
+def graphs(sample: Path) -> dict[int, object]:
+    return {e["image_id"]: e
+            for e in json.loads((sample / "release" / "scene_graphs.json").read_bytes())}
+
+
+@contextmanager
+def foreground(dataset: Path, mp: Path, *options: str) -> Iterator[Path]:
+    """`vgfs mount -f` with its log in a file (returned), unmounted in every case."""
+    mp.mkdir(parents=True, exist_ok=True)
+    log = mp.parent / f"{mp.name}.log"
+    args = [sys.executable, "-m", "vgfs", "mount", "-f", str(dataset), str(mp)]
+    for opt in options:
+        args += ["-o", opt]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(args, stderr=out, stdout=out)
+    try:
+        deadline = time.monotonic() + 30
+        while not (mp / "README.txt").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        yield log
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        force_unmount(mp)
+
+
+def errors(mp: Path) -> int:
+    return sum(json.loads(vgfs("stats", str(mp), "--json").stdout)["errors"].values())
+
+
+def read(path: Path) -> bytes | int:
+    """The file's bytes, or the errno of the failed read."""
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        return e.errno
+
+
+def jpeg_extents(dataset: Path) -> dict[int, tuple[int, int]]:
+    """(offset, size) of every JPEG in images.sqfs, by image id, in offset order."""
+    with open_dataset(dataset) as ds:
+        extents = {i: ds.jpeg_index(i)[:2] for i in ds.image_ids() if ds.jpeg_index(i)}
+    return dict(sorted(extents.items(), key=lambda kv: kv[1][0]))
+
+
+def check_others(mp: Path, jpeg_sums: dict[int, str], graphs: dict, skip: set[int]) -> None:
+    """Every JPEG but those in `skip` has its source bytes; a sample of JSON files parses."""
+    for image_id, digest in jpeg_sums.items():
+        if image_id not in skip:
+            data = read(mp / "images" / str(image_id) / "image.jpg")
+            assert isinstance(data, bytes), (image_id, data)
+            assert hashlib.sha256(data).hexdigest() == digest, image_id
+    for image_id in list(graphs)[::10]:
+        if image_id not in skip:
+            got = json.loads((mp / "images" / str(image_id) / "graph.json").read_bytes())
+            assert got == graphs[image_id]
+
+
+def drop_cache(path: Path) -> None:
+    """Write back and drop a file's pages, so that the next read comes from the device."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def test_truncated_image(dataset: Path, jpeg_sums: dict, graphs: dict, tmp_path: Path) -> None:
+    """images.sqfs cut in half while mounted: JPEGs past the cut give EIO (logged, counted),
+    those before it and every JSON file still read; restored, the lost JPEGs read again."""
+    sqfs = dataset / "images.sqfs"
+    original = sqfs.read_bytes()
+    extents = jpeg_extents(dataset)
+    cut = list(extents.values())[len(extents) // 2][0]
+    lost = {i for i, (off, size) in extents.items() if off + size > cut}
+    with foreground(dataset, tmp_path / "mp") as log:
+        mp = tmp_path / "mp"
+        os.truncate(sqfs, cut)
+        for image_id in sorted(lost)[:5]:
+            assert read(mp / "images" / str(image_id) / "image.jpg") == errno.EIO
+        assert 5 <= errors(mp) <= 10  # the kernel may retry a failed read once
+        assert "truncated" in log.read_text()
+        check_others(mp, jpeg_sums, graphs, skip=lost)
+        with open(sqfs, "r+b") as f:  # the same file, whole again
+            f.write(original)
+        check_others(mp, jpeg_sums, graphs, skip=set())
+        assert mounted_fs(mp) is not None
+
+
+def test_garbage_in_one_region(dataset: Path, jpeg_sums: dict, graphs: dict,
+                               tmp_path: Path) -> None:
+    """Garbage over one JPEG's bytes, as read from the device: that JPEG gives EIO (its sha256
+    is checked when fetched), the others are intact; put right, it reads again."""
+    sqfs = dataset / "images.sqfs"
+    extents = jpeg_extents(dataset)
+    victim = list(extents)[3]
+    off, size = extents[victim]
+    with foreground(dataset, tmp_path / "mp") as log:
+        mp = tmp_path / "mp"
+        with open(sqfs, "r+b") as f:
+            f.seek(off)
+            good = f.read(size)
+            f.seek(off)
+            f.write(bytes(b ^ 0x5A for b in good))
+        drop_cache(sqfs)
+        assert read(mp / "images" / str(victim) / "image.jpg") == errno.EIO
+        assert 1 <= errors(mp) <= 2
+        assert "sha256" in log.read_text()
+        check_others(mp, jpeg_sums, graphs, skip={victim})
+        with open(sqfs, "r+b") as f:
+            f.seek(off)
+            f.write(good)
+        drop_cache(sqfs)
+        check_others(mp, jpeg_sums, graphs, skip=set())
+
+
+def test_unlinked_or_replaced_image_keeps_serving(dataset: Path, jpeg_sums: dict, graphs: dict,
+                                                 tmp_path: Path) -> None:
+    """The mount holds images.sqfs open: unlinking it, or renaming another file over it, changes
+    nothing for the running mount (every byte still correct, no error); a new mount then sees
+    the new file."""
+    sqfs = dataset / "images.sqfs"
+    with mounted(dataset, tmp_path / "mp") as mp:
+        sqfs.unlink()
+        check_others(mp, jpeg_sums, graphs, skip=set())
+        junk = dataset / "junk"
+        junk.write_bytes(os.urandom(1 << 20))
+        junk.rename(sqfs)
+        check_others(mp, jpeg_sums, graphs, skip=set())
+        assert errors(mp) == 0
+
+
+def _flip_record(dataset: Path, kind: str, image_id: int) -> None:
+    """Set one byte in the middle of a stored record's value to 0xFF (never valid UTF-8)."""
+    data_mdb = dataset / "annotations.lmdb" / "data.mdb"
+    with open_dataset(dataset) as ds:
+        record = bytes(ds.record(kind, image_id))
+    raw = data_mdb.read_bytes()
+    for start in range(len(record) // 2, len(record) - 64, 16):
+        needle = record[start:start + 64]
+        if raw.count(needle) == 1:  # a substring stored once: this record's own bytes
+            break
+    else:
+        raise AssertionError(f"no unique substring in the {kind} record of image {image_id}")
+    with open(data_mdb, "r+b") as f:
+        f.seek(raw.index(needle) + 32)
+        f.write(b"\xff")
+
+
+def test_flipped_lmdb_byte(dataset: Path, graphs: dict, jpeg_sums: dict, tmp_path: Path) -> None:
+    """A damaged record value never takes the mount down. Compact JSON is served zero-copy and
+    unchecked (its CRC is for `vgfs verify`), so it reads as stored; with -o pretty the record
+    is parsed, and a damaged one gives EIO, a log line and a counted error."""
+    victim = list(graphs)[7]
+    _flip_record(dataset, "regions", victim)
+    with mounted(dataset, tmp_path / "compact") as mp:
+        data = (mp / "images" / str(victim) / "regions.json").read_bytes()
+        assert b"\xff" in data
+        assert errors(mp) == 0
+    with foreground(dataset, tmp_path / "pretty", "pretty") as log:
+        mp = tmp_path / "pretty"
+        assert read(mp / "images" / str(victim) / "regions.json") == errno.EIO
+        assert errors(mp) >= 1
+        assert "corrupt" in log.read_text()
+        check_others(mp, jpeg_sums, graphs, skip={victim})
+
+
+@pytest.fixture
+def eio_layer(dataset: Path, tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """The dataset folder seen through tests/eiofs.py: (dataset path in the layer, control)."""
+    layer, control = tmp_path / "layer", tmp_path / "control"
+    layer.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "tests.eiofs", str(dataset.parent),
+                             str(layer), str(control)], cwd=Path(__file__).parents[1])
+    try:
+        deadline = time.monotonic() + 20
+        while not (layer / dataset.name / "manifest.json").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "eiofs never came up"
+            time.sleep(0.05)
+        yield layer / dataset.name, control
+    finally:
+        subprocess.run(["fusermount3", "-u", "-z", str(layer)], check=False,
+                       capture_output=True)
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        assert mounted_fs(layer) is None
+
+
+def test_device_read_errors(eio_layer: tuple[Path, Path], jpeg_sums: dict, graphs: dict,
+                            tmp_path: Path) -> None:
+    """The dataset on a filesystem that fails reads of one JPEG's byte range with EIO: that
+    JPEG gives EIO (logged, counted), the rest read; once the device heals, it reads again."""
+    layered, control = eio_layer
+    extents = jpeg_extents(layered)
+    victim = list(extents)[5]
+    off, size = extents[victim]
+    with foreground(layered, tmp_path / "mp") as log:
+        mp = tmp_path / "mp"
+        control.write_text(f"images.sqfs {off} {off + size}")
+        assert read(mp / "images" / str(victim) / "image.jpg") == errno.EIO
+        failed = errors(mp)
+        assert 1 <= failed <= 2
+        assert "Input/output error" in log.read_text()
+        check_others(mp, jpeg_sums, graphs, skip={victim})
+        control.unlink()
+        check_others(mp, jpeg_sums, graphs, skip=set())
+        assert errors(mp) == failed
+
+
+def test_reader_killed_mid_read(dataset: Path, jpeg_sums: dict, graphs: dict,
+                                tmp_path: Path) -> None:
+    """Readers SIGKILLed while reading leave the mount up, without errors or leaked fds."""
+    with mounted(dataset, tmp_path / "mp") as mp:
+        pid = json.loads(vgfs("stats", str(mp), "--json").stdout)["pid"]
+        fds = len(os.listdir(f"/proc/{pid}/fd"))
+        script = ("import pathlib, sys\n"
+                  "while True:\n"
+                  "    for p in sorted(pathlib.Path(sys.argv[1]).rglob('*')):\n"
+                  "        if p.is_file():\n"
+                  "            with open(p, 'rb') as f:\n"
+                  "                while f.read(4096): pass\n")
+        for delay in (0.2, 0.5, 0.9):
+            readers = [subprocess.Popen([sys.executable, "-c", script, str(mp / "images")])
+                       for _ in range(4)]
+            time.sleep(delay)
+            for r in readers:
+                r.send_signal(signal.SIGKILL)
+                r.wait()
+        check_others(mp, jpeg_sums, graphs, skip=set())
+        assert errors(mp) == 0
+        assert len(os.listdir(f"/proc/{pid}/fd")) == fds
