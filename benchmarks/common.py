@@ -185,11 +185,28 @@ def _fmt(value: object) -> str:
 
 
 def write_results(name: str, markdown: str, figure: object, quick: bool) -> Path:
-    """Print the table and write it with its plot (a matplotlib figure) as NAME.md/NAME.png."""
+    """Print the table and write it with its plot (a matplotlib figure) as NAME.md/NAME.png;
+    a full run also puts it into README.md, so the README always shows the latest results."""
     out = QUICK_RESULTS if quick else RESULTS
     out.mkdir(parents=True, exist_ok=True)
     print(markdown)
     (out / f"{name}.md").write_text(markdown)
     figure.savefig(out / f"{name}.png", dpi=80)  # type: ignore[attr-defined]
     log(f"wrote {name}.md and {name}.png to {out.relative_to(HERE.parent)}")
+    if not quick:
+        update_readme(name, markdown)
     return out
+
+
+def update_readme(name: str, markdown: str) -> None:
+    """Replace the README's section between the `results:NAME` markers."""
+    readme = HERE / "README.md"
+    text = readme.read_text()
+    start, end = f"<!-- results:{name} -->\n", f"<!-- /results:{name} -->"
+    if start not in text or end not in text:
+        return
+    body = markdown.replace("\n# ", "\n### ").removeprefix("# ").strip()
+    head, rest = text.split(start, 1)
+    tail = rest.split(end, 1)[1]
+    section = f"### {body}\n\n![{name}](results/{name}.png)\n\n"
+    readme.write_text(head + start + section + end + tail)
