@@ -60,7 +60,9 @@ JPEG_NAME = re.compile(r"(0|[1-9][0-9]{0,17})\.jpg")
 MKSQUASHFS_OPTS = ("-noD", "-no-fragments", "-no-sparse", "-noappend", "-no-xattrs",
                    "-all-root", "-mem", "256M")
 COMMIT_EVERY = 2_000  # entries per LMDB write transaction: its dirty pages sit in memory
-FLUSH_POSTINGS_EVERY = 20_000  # entries whose query-view postings are buffered in memory
+# Every this many entries, buffered query-view postings are written and the LMDB map is
+# remapped: pages the writes touched through the map count as RSS until it is unmapped.
+REMAP_EVERY = 20_000
 LMDB_MAP_SIZE = 1 << 40  # address space only; the file grows as data is written
 READ_CHUNK = 1 << 20
 
@@ -177,7 +179,6 @@ class _Builder:
         self.sizes: dict[int, list[int]] = {}
         # Query-view postings not yet written: (view, name) key -> image ids.
         self.postings: dict[bytes, array[int]] = {}
-        self.buffered = 0
         self.view_keys: dict[tuple[str, str], bytes] = {}
         self.view_seconds = 0.0
         self.counts: dict[str, Any] = {}
@@ -192,9 +193,9 @@ class _Builder:
                     for n in DB_NAMES}
 
     def _remap(self) -> None:
-        """Close and reopen the environment. Pages read back through its map count as this
-        process's memory until unmapped, so a pass that reads everything back remaps every
-        COMMIT_EVERY images to keep peak RSS independent of the release size."""
+        """Close and reopen the environment. Pages touched through its map count as this
+        process's memory until unmapped, so long passes remap every so often (REMAP_EVERY)
+        to keep peak RSS independent of the release size."""
         self.env.close()
         self._open_env()
 
@@ -291,11 +292,11 @@ class _Builder:
                     digest.update(ID.pack(image_id) + data)
                     if n % COMMIT_EVERY == 0:
                         txn.commit()
-                        if self.buffered >= FLUSH_POSTINGS_EVERY:
+                        if n % REMAP_EVERY == 0:
                             start = time.perf_counter()
-                            self._flush_postings()
+                            self._flush_postings()  # and remap
                             self.view_seconds += time.perf_counter() - start
-                            db, sums = self.dbs[kind], self.dbs["sums"]  # remapped
+                            db, sums = self.dbs[kind], self.dbs["sums"]
                         txn = self.env.begin(write=True)
             txn.commit()
         except BaseException:
@@ -324,7 +325,6 @@ class _Builder:
             if ids is None:
                 ids = self.postings[key] = array("Q")
             ids.append(image_id)
-        self.buffered += 1
         self.view_seconds += time.perf_counter() - start
 
     def _flush_postings(self) -> None:
@@ -337,7 +337,6 @@ class _Builder:
                 ids = sorted(self.postings[key])
                 cur.putmulti([(key, ID.pack(i)) for i in ids], dupdata=True)
         self.postings.clear()
-        self.buffered = 0
         self._remap()
 
     def _store_view_names(self) -> dict[str, int]:
@@ -568,6 +567,7 @@ class _Builder:
             if jpegs is not None and set(entries) != set(jpegs):
                 raise VGFSError(f"{image}: holds {len(entries)} JPEGs, expected {len(jpegs)}")
             fd = os.open(image, os.O_RDONLY)
+            buf = bytearray(READ_CHUNK)  # reused: a fresh buffer per JPEG fragments the heap
             txn = self.env.begin(write=True)
             try:
                 total = sum(e.size for e in entries.values())
@@ -576,14 +576,13 @@ class _Builder:
                         entry = entries[image_id]
                         extent = entry.extent()
                         if extent is None:
-                            data, path = sq.read(entry), entry.path.encode()
+                            sha = hashlib.sha256(sq.read(entry)).digest()
+                            path = entry.path.encode()
                             slow += 1
                         else:
-                            data = os.pread(fd, extent[1], extent[0])
-                            path = b""
-                            if len(data) != entry.size:
+                            sha, path = _sha256_range(fd, *extent, buf), b""
+                            if sha is None:
                                 raise VGFSError(f"{image}: truncated at {entry.path}")
-                        sha = hashlib.sha256(data).digest()
                         if check_against_source and jpegs is not None:
                             src = jpegs[image_id]
                             if _sha256_file(src.path) != sha:
@@ -656,10 +655,19 @@ def _zip_jpegs(zpath: Path) -> Iterator[Jpeg]:
 
 
 def _sha256_file(path: Path | None) -> bytes:
-    h = hashlib.sha256()
     with open(path, "rb") as f:  # type: ignore[arg-type]
-        while chunk := f.read(READ_CHUNK):
-            h.update(chunk)
+        return hashlib.file_digest(f, "sha256").digest()
+
+
+def _sha256_range(fd: int, offset: int, size: int, buf: bytearray) -> bytes | None:
+    """SHA-256 of `size` bytes at `offset`, read into `buf`; None if the file ends first."""
+    h, view = hashlib.sha256(), memoryview(buf)
+    while size:
+        n = os.preadv(fd, [view[:min(size, len(buf))]], offset)
+        if n == 0:
+            return None
+        h.update(view[:n])
+        offset, size = offset + n, size - n
     return h.digest()
 
 
