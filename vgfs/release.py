@@ -293,7 +293,8 @@ def read_whole(src: Source) -> bytes:
     if not src.entries:  # image_data.json was counted when its entries were streamed
         src.entries = top_level if src.name.endswith(".json") else data.count(b"\n")
     src.size, src.sha256 = len(data), hashlib.sha256(data).hexdigest()
-    src.version = "1.4" if src.name.endswith("_alias.txt") else "1.2"
+    if src.version == "unknown":  # image_data.json was versioned by its streamed entries
+        src.version = "1.4" if src.name.endswith("_alias.txt") else "1.2"
     return data
 
 
