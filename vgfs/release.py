@@ -116,11 +116,59 @@ def _zip_member(path: Path, name: str) -> str:
     return members[0]
 
 
+MAX_DEPTH = 256  # real entries nest about 5 deep
+_ESCAPE = re.compile(rb"\\.", re.DOTALL)
+_KEEP = bytes(c for c in range(256) if c not in b'"[]{}')  # translate() deletes the rest
+_STRING = re.compile(rb'"[^"]*"')
+_PAIR = re.compile(rb"[\[{][\]}]")
+
+
+class TooDeep(ValueError):
+    """The JSON nests deeper than MAX_DEPTH: ijson's memory grows with the square of the depth,
+    so such input is refused before the parser sees it."""
+
+
+class _DepthGuard:
+    """Tracks the nesting depth of a JSON byte stream chunk by chunk, at C speed: escapes are
+    dropped, then all but quotes and brackets, then strings, then matched bracket pairs one
+    level per pass."""
+
+    def __init__(self) -> None:
+        self.depth, self.in_string, self.escape = 0, False, False
+
+    def feed(self, chunk: bytes) -> None:
+        if self.escape:  # the previous chunk ended in the middle of an escape
+            chunk, self.escape = chunk[1:], False
+        chunk = _ESCAPE.sub(b"", chunk)
+        if chunk.endswith(b"\\"):
+            chunk, self.escape = chunk[:-1], True
+        text = chunk.translate(None, _KEEP)
+        text = b'"' + text if self.in_string else text
+        # Adjacent quotes are an empty string or two strings with nothing between: dropping
+        # them first leaves the regex only the few strings that hold brackets.
+        text = _STRING.sub(b"", text.replace(b'""', b""))
+        quote = text.find(b'"')
+        self.in_string = quote >= 0
+        if self.in_string:
+            text = text[:quote]
+        for _ in range(MAX_DEPTH):
+            text, n = _PAIR.subn(b"", text)
+            if not n:
+                break
+        else:
+            raise TooDeep
+        closes = len(text) - len(text.lstrip(b"]}"))
+        self.depth += len(text) - 2 * closes
+        if self.depth > MAX_DEPTH:
+            raise TooDeep
+
+
 class _CountingReader(io.RawIOBase):
     """Counts and hashes the bytes handed to the parser, so errors can name a byte offset."""
 
-    def __init__(self, raw: IO[bytes], on_read: Callable[[int], object] | None = None) -> None:
-        self.raw, self.offset, self.on_read = raw, 0, on_read
+    def __init__(self, raw: IO[bytes], on_read: Callable[[int], object] | None = None,
+                 guard: _DepthGuard | None = None) -> None:
+        self.raw, self.offset, self.on_read, self.guard = raw, 0, on_read, guard
         self.hash = hashlib.sha256()
 
     def readable(self) -> bool:
@@ -128,6 +176,8 @@ class _CountingReader(io.RawIOBase):
 
     def readinto(self, b: Any) -> int:
         data = self.raw.read(len(b))
+        if self.guard is not None:
+            self.guard.feed(data)
         b[: len(data)] = data
         self.offset += len(data)
         self.hash.update(data)
@@ -218,10 +268,13 @@ def stream_entries(src: Source, kind: str, on_read: Callable[[int], object] | No
     """
     list_keys = PER_IMAGE[kind][1]
     with src.open() as raw:
-        reader = _CountingReader(raw, on_read)
+        reader = _CountingReader(raw, on_read, _DepthGuard())
         buffered = io.BufferedReader(reader, 1 << 20)
         try:
             first = buffered.peek(64).lstrip()[:1]
+        except TooDeep:
+            raise VGFSError(f"{src.label}: JSON nested more than {MAX_DEPTH} levels deep in its"
+                            f" first {reader.offset} bytes") from None
         except OSError as e:
             raise VGFSError(f"{src.label}: read failed at byte 0: {e.strerror or e}") from e
         if first != b"[":
@@ -247,6 +300,9 @@ def stream_entries(src: Source, kind: str, on_read: Callable[[int], object] | No
                             f" {_first_line(e)}") from e
         except UnicodeDecodeError as e:
             raise VGFSError(f"{src.label}: invalid UTF-8 near byte {reader.offset}") from e
+        except TooDeep:
+            raise VGFSError(f"{src.label}: JSON nested more than {MAX_DEPTH} levels deep near"
+                            f" byte {reader.offset}") from None
         except OSError as e:
             raise VGFSError(f"{src.label}: read failed near byte {reader.offset}:"
                             f" {e.strerror or e}") from e
