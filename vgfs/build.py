@@ -52,7 +52,7 @@ from vgfs.release import (
     read_whole,
     stream_entries,
 )
-from vgfs.squashfs import FileEntry, SquashFSError, SquashFSImage
+from vgfs.squashfs import SquashFSError, SquashFSImage
 
 IMAGE_DIRS = ("VG_100K", "VG_100K_2")
 IMAGE_ZIPS = ("images.zip", "images2.zip")
@@ -65,17 +65,6 @@ COMMIT_EVERY = 2_000  # entries per LMDB write transaction: its dirty pages sit 
 REMAP_EVERY = 20_000
 LMDB_MAP_SIZE = 1 << 40  # address space only; the file grows as data is written
 READ_CHUNK = 1 << 20
-
-
-@dataclass
-class Jpeg:
-    """One JPEG of the release: a file on disk, a zip member, or a file in an existing image."""
-
-    image_id: int
-    label: str  # for messages
-    path: Path | None = None
-    zip_path: Path | None = None
-    member: str | None = None
 
 
 @dataclass
@@ -426,18 +415,18 @@ class _Builder:
                 raise VGFSError(f"{found.sqfs}: an existing SquashFS image cannot be combined"
                                 " with image folders or zips; give one or the other")
             return self._index_existing(found.sqfs)
-        jpegs = self._collect_jpegs(found)
+        jpegs, zipped = self._collect_jpegs(found)
         if not jpegs:
-            self._count_images({})
+            self._count_images(set())
             return {"path": None, "jpegs": 0}
         stage = self.tmp / "staging"
         folders = list(found.folders)
-        if found.zips:
-            folders += self._extract_zips(jpegs, stage)
+        if zipped:
+            folders += self._extract_zips(jpegs, zipped, stage)
         image = self.tmp / "images.sqfs"
         self._mksquashfs(folders, image)
         # The check reads the extracted JPEGs, so the staging folder goes only after it.
-        self._index_image(image, jpegs, check_against_source=True)
+        self._index_image(image, jpegs)
         shutil.rmtree(stage, ignore_errors=True)
         return {"path": "images.sqfs", "jpegs": len(jpegs), "size": image.stat().st_size,
                 "built_with": "mksquashfs " + " ".join(MKSQUASHFS_OPTS)}
@@ -471,14 +460,18 @@ class _Builder:
         sqfs = sorted(self.release.glob("*.sqfs"))
         return paths + sqfs
 
-    def _collect_jpegs(self, found: ImageSources) -> dict[int, Jpeg]:
-        jpegs: dict[int, Jpeg] = {}
+    def _collect_jpegs(self, found: ImageSources
+                       ) -> tuple[dict[int, str], dict[Path, list[tuple[int, str]]]]:
+        """image id -> where its JPEG is (a path, or zip:member until extracted), and the zip
+        members to extract. Plain strings: this map holds every image of the release."""
+        jpegs: dict[int, str] = {}
+        zipped: dict[Path, list[tuple[int, str]]] = {}
 
-        def add(jpeg: Jpeg) -> None:
-            other = jpegs.get(jpeg.image_id)
+        def add(image_id: int, label: str) -> None:
+            other = jpegs.get(image_id)
             if other is not None:
-                raise VGFSError(f"{jpeg.label}: image {jpeg.image_id} also at {other.label}")
-            jpegs[jpeg.image_id] = jpeg
+                raise VGFSError(f"{label}: image {image_id} also at {other}")
+            jpegs[image_id] = label
 
         for folder in found.folders:
             with os.scandir(folder) as it:
@@ -494,30 +487,30 @@ class _Builder:
                     if m is None:
                         raise VGFSError(f"{label}: not named <image_id>.jpg; every file in an"
                                         " images folder must be a JPEG named by its image id")
-                    add(Jpeg(int(m[1]), label, path=Path(label)))
+                    add(int(m[1]), label)
         for zpath in found.zips:
-            for jpeg in _zip_jpegs(zpath):
-                add(jpeg)
-        return jpegs
+            members = zipped[zpath] = []
+            for image_id, member in _zip_jpegs(zpath):
+                add(image_id, f"{zpath}:{member}")
+                members.append((image_id, member))
+        return jpegs, zipped
 
-    def _extract_zips(self, jpegs: dict[int, Jpeg], stage: Path) -> list[Path]:
+    def _extract_zips(self, jpegs: dict[int, str], zipped: dict[Path, list[tuple[int, str]]],
+                      stage: Path) -> list[Path]:
         """Unpack zipped JPEGs under names we choose, so no member path is ever trusted."""
         folders = []
-        zipped = [j for j in jpegs.values() if j.zip_path is not None]
-        total = sum(1 for _ in zipped)
+        total = sum(len(members) for members in zipped.values())
         with progress("extracting JPEGs", total, "img", self.show) as bar:
-            for zpath in {j.zip_path for j in zipped}:
+            for zpath, members in zipped.items():
                 dest = stage / f"zip{len(folders)}"
                 dest.mkdir(parents=True)
                 folders.append(dest)
                 with zipfile.ZipFile(zpath) as zf:
-                    for j in zipped:
-                        if j.zip_path != zpath:
-                            continue
-                        with zf.open(j.member) as src, open(dest / f"{j.image_id}.jpg",
-                                                            "wb") as dst:
+                    for image_id, member in members:
+                        out = dest / f"{image_id}.jpg"
+                        with zf.open(member) as src, open(out, "wb") as dst:
                             shutil.copyfileobj(src, dst, READ_CHUNK)
-                        j.path = dest / f"{j.image_id}.jpg"
+                        jpegs[image_id] = str(out)
                         bar.update()
         return folders
 
@@ -536,9 +529,9 @@ class _Builder:
             lines = proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"]
             raise VGFSError(f"{image}: mksquashfs failed: {lines[-1]}")
 
-    def _index_image(self, image: Path, jpegs: dict[int, Jpeg] | None,
-                     check_against_source: bool) -> dict[str, int]:
-        """Record each JPEG's extent in the image, checking that those bytes are that JPEG."""
+    def _index_image(self, image: Path, jpegs: dict[int, str] | None) -> dict[str, int]:
+        """Record each JPEG's extent in the image, checking that those bytes are that JPEG:
+        the source file's when `jpegs` names the sources, else what the image holds."""
         try:
             sq = SquashFSImage(image)
         except SquashFSError as e:
@@ -546,10 +539,14 @@ class _Builder:
         db = self.dbs["jpegs"]
         digest = hashlib.sha256()
         slow = 0
-        entries: dict[int, FileEntry] = {}
-        with sq:
-            try:
-                for entry in sq.walk():
+        seen: set[int] = set()
+        fd = os.open(image, os.O_RDONLY)
+        buf = bytearray(READ_CHUNK)  # reused: a fresh buffer per JPEG fragments the heap
+        txn = self.env.begin(write=True)
+        try:
+            total = len(jpegs) if jpegs is not None else None
+            with sq, progress("indexing JPEGs", total, "img", self.show) as bar:
+                for entry in sq.walk():  # streamed: nothing per image is kept but its id
                     base = entry.path.rsplit("/", 1)[-1]
                     m = JPEG_NAME.fullmatch(base)
                     if m is None:
@@ -558,68 +555,58 @@ class _Builder:
                                             " <image_id>.jpg")
                         continue  # other files a site keeps beside the JPEGs
                     image_id = int(m[1])
-                    if image_id in entries:
-                        raise VGFSError(f"{image}: image {image_id} twice, at"
-                                        f" {entries[image_id].path} and {entry.path}")
-                    entries[image_id] = entry
-            except SquashFSError as e:
-                raise VGFSError(str(e)) from e
-            if jpegs is not None and set(entries) != set(jpegs):
-                raise VGFSError(f"{image}: holds {len(entries)} JPEGs, expected {len(jpegs)}")
-            fd = os.open(image, os.O_RDONLY)
-            buf = bytearray(READ_CHUNK)  # reused: a fresh buffer per JPEG fragments the heap
-            txn = self.env.begin(write=True)
-            try:
-                total = sum(e.size for e in entries.values())
-                with progress("checking JPEGs", total, "B", self.show) as bar:
-                    for n, image_id in enumerate(sorted(entries), 1):
-                        entry = entries[image_id]
-                        extent = entry.extent()
-                        if extent is None:
-                            sha = hashlib.sha256(sq.read(entry)).digest()
-                            path = entry.path.encode()
-                            slow += 1
-                        else:
-                            sha, path = _sha256_range(fd, *extent, buf), b""
-                            if sha is None:
-                                raise VGFSError(f"{image}: truncated at {entry.path}")
-                        if check_against_source and jpegs is not None:
-                            src = jpegs[image_id]
-                            if _sha256_file(src.path) != sha:
-                                raise VGFSError(f"{image}: bytes at {entry.path} differ from"
-                                                f" {src.label}")
-                        offset = extent[0] if extent else 0
-                        value = JPEG_INDEX.pack(offset, entry.size, sha) + path
-                        txn.put(ID.pack(image_id), value, db=db)
-                        digest.update(ID.pack(image_id) + value)
-                        if image_id in self.sizes:
-                            self.sizes[image_id][-1] = entry.size
-                        bar.update(entry.size)
-                        if n % COMMIT_EVERY == 0:
-                            txn.commit()
-                            txn = self.env.begin(write=True)
-                txn.commit()
-            except SquashFSError as e:
-                txn.abort()
-                raise VGFSError(str(e)) from e
-            except BaseException:
-                txn.abort()
-                raise
-            finally:
-                os.close(fd)
+                    if image_id in seen:
+                        raise VGFSError(f"{image}: image {image_id} is there twice")
+                    seen.add(image_id)
+                    extent = entry.extent()
+                    if extent is None:
+                        sha = hashlib.sha256(sq.read(entry)).digest()
+                        path = entry.path.encode()
+                        slow += 1
+                    else:
+                        sha, path = _sha256_range(fd, *extent, buf), b""
+                        if sha is None:
+                            raise VGFSError(f"{image}: truncated at {entry.path}")
+                    if jpegs is not None:
+                        source = jpegs.get(image_id)
+                        if source is None or _sha256_file(source) != sha:
+                            raise VGFSError(f"{image}: bytes at {entry.path} differ from"
+                                            f" {source or 'every source JPEG'}")
+                    value = JPEG_INDEX.pack(extent[0] if extent else 0, entry.size, sha) + path
+                    txn.put(ID.pack(image_id), value, db=db)
+                    if image_id in self.sizes:
+                        self.sizes[image_id][-1] = entry.size
+                    bar.update()
+                    if len(seen) % COMMIT_EVERY == 0:
+                        txn.commit()
+                        txn = self.env.begin(write=True)
+            txn.commit()
+        except SquashFSError as e:
+            txn.abort()
+            raise VGFSError(str(e)) from e
+        except BaseException:
+            txn.abort()
+            raise
+        finally:
+            os.close(fd)
+        if jpegs is not None and len(seen) != len(jpegs):
+            raise VGFSError(f"{image}: holds {len(seen)} JPEGs, expected {len(jpegs)}")
+        # Digest in id order, whatever order the image stores the files in.
+        with self.env.begin() as txn:
+            for key, value in txn.cursor(db=db):
+                digest.update(key + value)
         self.digests["jpegs"] = digest.hexdigest()
-        self._count_images(entries)
+        self._count_images(seen)
         return {"slow_path": slow}
 
     def _index_existing(self, image: Path) -> dict[str, Any]:
         """Index a site's existing image in place: it is referenced, never copied."""
         image = image.absolute()
-        info = self._index_image(image, None, check_against_source=False)
+        info = self._index_image(image, None)
         return {"path": str(image), "jpegs": self.counts["jpegs"], "size": image.stat().st_size,
                 "built_with": "existing image, indexed in place", **info}
 
-    def _count_images(self, jpegs: dict[int, Any]) -> None:
-        have = set(jpegs)
+    def _count_images(self, have: set[int]) -> None:
         without = self.sizes.keys() - have
         orphans = have - self.sizes.keys()
         self.counts.update(images=len(self.sizes), jpegs=len(have),
@@ -631,7 +618,7 @@ class _Builder:
                   f" {sorted(orphans)[:5]}); stored, but not shown in the mount")
 
 
-def _zip_jpegs(zpath: Path) -> Iterator[Jpeg]:
+def _zip_jpegs(zpath: Path) -> Iterator[tuple[int, str]]:
     """The JPEGs of an images zip: members named <id>.jpg, under any folder."""
     try:
         with zipfile.ZipFile(zpath) as zf:
@@ -651,11 +638,11 @@ def _zip_jpegs(zpath: Path) -> Iterator[Jpeg]:
             raise VGFSError(f"{zpath}:{info.filename}: expands"
                             f" {info.file_size // info.compress_size} times, refusing a likely"
                             " zip bomb")
-        yield Jpeg(int(m[1]), f"{zpath}:{info.filename}", zip_path=zpath, member=info.filename)
+        yield int(m[1]), info.filename
 
 
-def _sha256_file(path: Path | None) -> bytes:
-    with open(path, "rb") as f:  # type: ignore[arg-type]
+def _sha256_file(path: str) -> bytes:
+    with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").digest()
 
 
