@@ -560,19 +560,22 @@ class _Builder:
                     seen.add(image_id)
                     extent = entry.extent()
                     if extent is None:
-                        sha = hashlib.sha256(sq.read(entry)).digest()
+                        data = sq.read(entry)
+                        sha, crc = hashlib.sha256(data).digest(), zlib.crc32(data)
                         path = entry.path.encode()
                         slow += 1
                     else:
-                        sha, path = _sha256_range(fd, *extent, buf), b""
-                        if sha is None:
+                        digests, path = _digest_range(fd, *extent, buf), b""
+                        if digests is None:
                             raise VGFSError(f"{image}: truncated at {entry.path}")
+                        sha, crc = digests
                     if jpegs is not None:
                         source = jpegs.get(image_id)
                         if source is None or _sha256_file(source) != sha:
                             raise VGFSError(f"{image}: bytes at {entry.path} differ from"
                                             f" {source or 'every source JPEG'}")
-                    value = JPEG_INDEX.pack(extent[0] if extent else 0, entry.size, sha) + path
+                    offset = extent[0] if extent else 0
+                    value = JPEG_INDEX.pack(offset, entry.size, sha, crc) + path
                     txn.put(ID.pack(image_id), value, db=db)
                     if image_id in self.sizes:
                         self.sizes[image_id][-1] = entry.size
@@ -646,16 +649,18 @@ def _sha256_file(path: str) -> bytes:
         return hashlib.file_digest(f, "sha256").digest()
 
 
-def _sha256_range(fd: int, offset: int, size: int, buf: bytearray) -> bytes | None:
-    """SHA-256 of `size` bytes at `offset`, read into `buf`; None if the file ends first."""
-    h, view = hashlib.sha256(), memoryview(buf)
+def _digest_range(fd: int, offset: int, size: int, buf: bytearray) -> tuple[bytes, int] | None:
+    """SHA-256 and CRC-32 of `size` bytes at `offset`, read into `buf`; None if the file ends
+    first."""
+    h, crc, view = hashlib.sha256(), 0, memoryview(buf)
     while size:
         n = os.preadv(fd, [view[:min(size, len(buf))]], offset)
         if n == 0:
             return None
         h.update(view[:n])
+        crc = zlib.crc32(view[:n], crc)
         offset, size = offset + n, size - n
-    return h.digest()
+    return h.digest(), crc
 
 
 def _crc(data: bytes) -> bytes:

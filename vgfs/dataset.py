@@ -8,7 +8,7 @@ The format (written by build.py, defined here so that both sides share one defin
         dirs            image id -> DIR_SIZES: the size of each of the image's files
         sums            kind byte + image id -> crc32 of that entry, for `verify`
         files           release file name -> the whole file's bytes, as released
-        jpegs           image id -> JPEG_INDEX (offset, size, sha256) [+ path inside the image]
+        jpegs           image id -> JPEG_INDEX (offset, size, sha256, crc32) [+ path in the image]
         view_*          the query views' inverted indexes (see query.py)
     images.sqfs         SquashFS image of the JPEGs, unless the manifest names another one
 
@@ -24,7 +24,7 @@ import struct
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import lmdb
 import orjson
@@ -39,7 +39,18 @@ KINDS = tuple(PER_IMAGE)  # ("meta", "objects", ...): each a named database and 
 KIND_CODE = {k: i for i, k in enumerate(KINDS)}
 ID = struct.Struct(">Q")
 # offset, size, sha256 of a JPEG; a path follows when it is not one contiguous run in the image.
-JPEG_INDEX = struct.Struct("<QQ32s")
+JPEG_INDEX = struct.Struct("<QQ32sI")
+
+
+class JpegIndex(NamedTuple):
+    """Where an image's JPEG is. sha256 is for `verify`; crc32, five times cheaper, is what
+    the mount checks on a JPEG's first read. path is set only off the fast path."""
+
+    offset: int
+    size: int
+    sha256: bytes
+    path: str | None
+    crc32: int
 # Per image, the sizes of all its files in FILES order (ABSENT where it has none): listing an
 # image directory or stat-ing a file is one small read, and `find` walks a compact table
 # instead of faulting in a leaf page of every kind's database.
@@ -186,27 +197,26 @@ class Dataset:
 
     # --- JPEGs -----------------------------------------------------------------------------
 
-    def jpeg_index(self, image_id: int) -> tuple[int, int, bytes, str | None] | None:
-        """(offset, size, sha256, path) of an image's JPEG; path is set off the fast path."""
+    def jpeg_index(self, image_id: int) -> JpegIndex | None:
+        """Where the image's JPEG is, or None when it has none."""
         raw = self._txn().get(ID.pack(image_id), db=self.dbs["jpegs"])
         if raw is None:
             return None
-        offset, size, digest = JPEG_INDEX.unpack_from(raw)
+        offset, size, digest, crc = JPEG_INDEX.unpack_from(raw)
         path = bytes(raw[JPEG_INDEX.size:]).decode() if len(raw) > JPEG_INDEX.size else None
-        return offset, size, digest, path
+        return JpegIndex(offset, size, digest, path, crc)
 
     def jpeg(self, image_id: int) -> bytes | None:
         """The JPEG bytes, exactly as released, or None when the image has none."""
         index = self.jpeg_index(image_id)
         if index is None:
             return None
-        offset, size, _, path = index
-        if path is None:
-            data = os.pread(self._image_fd, size, offset)
-            if len(data) != size:
+        if index.path is None:
+            data = os.pread(self._image_fd, index.size, index.offset)
+            if len(data) != index.size:
                 raise VGFSError(f"{self.images_path}: truncated at the JPEG of image {image_id}")
             return data
-        return self.read_slow(path, 0, size)
+        return self.read_slow(index.path, 0, index.size)
 
     def read_slow(self, path: str, offset: int, size: int) -> bytes:
         """Bytes of a file that is compressed or fragmented in the image (general reader)."""
@@ -282,7 +292,7 @@ def verify(ds: Dataset, report: Callable[[str], None],
         for key, value in txn.cursor(db=ds.dbs["jpegs"]):
             image_id = ID.unpack(key)[0]
             digest.update(bytes(key) + bytes(value))
-            _, size, sha, _ = ds.jpeg_index(image_id)
+            sha = ds.jpeg_index(image_id).sha256
             try:
                 data = ds.jpeg(image_id)
             except (OSError, VGFSError, SquashFSError) as e:

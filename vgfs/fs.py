@@ -25,6 +25,7 @@ import pyfuse3
 import trio
 
 from vgfs.cache import LRUCache
+from vgfs.dataset import JpegIndex
 from vgfs.tree import NameTooLong, Node, Tree
 from vgfs.views import Views
 
@@ -207,10 +208,8 @@ class Operations(pyfuse3.Operations):
             return memoryview(self.views.content(node))[off:off + size]
         data = self.cache.get(node.ino)
         if data is None:
-            # Inline page-cache reads only for JPEGs whose sha256 was checked once, when
-            # first fetched whole: damaged bytes never reach a reader unchecked.
-            extent = self.views.jpeg_extent(node) if node.ino in self.verified else None
-            chunk = self._read_nowait(extent, off, size) if extent else None
+            extent = self.views.jpeg_extent(node)
+            chunk = self._read_cached(node, extent, off, size) if extent else None
             if chunk is not None:
                 return chunk
             # Not in the page cache (or compressed): fetch the whole file once in a worker
@@ -222,9 +221,25 @@ class Operations(pyfuse3.Operations):
             self.stats.backend["jpeg_bytes"] += len(data)
         return memoryview(data)[off:off + size]
 
-    def _read_nowait(self, extent: tuple[int, int], off: int, size: int) -> memoryview | None:
-        """The chunk, if one preadv can serve it from the page cache without blocking."""
-        start, length = extent
+    def _read_cached(self, node: Node, extent: JpegIndex, off: int,
+                     size: int) -> memoryview | None:
+        """The chunk, if the page cache holds it. Damaged bytes never reach a reader: a JPEG's
+        first read takes the whole file and checks its CRC-32 (about 50 µs), keeping it in
+        the LRU for the kernel's next chunk reads; later reads take just the chunk."""
+        if node.ino in self.verified:
+            return self._read_nowait(extent.offset, extent.size, off, size)
+        whole = self._read_nowait(extent.offset, extent.size, 0, extent.size)
+        if whole is None:
+            return None
+        self.views.check_jpeg(node, whole, extent.crc32)
+        self.verified.add(node.ino)
+        if off + size < extent.size:
+            self.cache.put(node.ino, bytes(whole))
+        return whole[off:off + size]
+
+    def _read_nowait(self, start: int, length: int, off: int, size: int) -> memoryview | None:
+        """Bytes [off, off+size) of the run at `start`, if one preadv can serve them from the
+        page cache without blocking."""
         n = max(0, min(size, length - off))
         if n == 0:
             return memoryview(b"")

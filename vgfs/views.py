@@ -8,13 +8,13 @@ or compressed in a site's image).
 
 from __future__ import annotations
 
-import hashlib
+import zlib
 from typing import Any
 
 import orjson
 
 from vgfs.cache import LRUCache
-from vgfs.dataset import Dataset
+from vgfs.dataset import Dataset, JpegIndex
 from vgfs.errors import VGFSError
 from vgfs.tree import Node
 
@@ -34,12 +34,16 @@ class Views:
             return len(self.content(node))
         return node.size
 
-    def jpeg_extent(self, node: Node) -> tuple[int, int] | None:
-        """(offset, size) of a JPEG that is one run in the image: read it with one pread."""
+    def jpeg_extent(self, node: Node) -> JpegIndex | None:
+        """Where a JPEG that is one run in the image sits: read it with one pread."""
         index = self.ds.jpeg_index(node.image_id)
-        if index is None or index[3] is not None:
-            return None
-        return index[0], index[1]
+        return None if index is None or index.path is not None else index
+
+    def check_jpeg(self, node: Node, data: bytes | memoryview, crc32: int) -> None:
+        """Damaged bytes become EIO: compare with the CRC-32 recorded at build time."""
+        if zlib.crc32(data) != crc32:
+            raise VGFSError(f"image {node.image_id}: JPEG bytes in {self.ds.images_path.name}"
+                            " do not match their checksum")
 
     def content(self, node: Node) -> bytes | memoryview:
         """The whole file. Raises VGFSError when its backing data is damaged."""
@@ -70,10 +74,7 @@ class Views:
         index = self.ds.jpeg_index(node.image_id)
         if data is None or index is None:
             raise VGFSError(f"image {node.image_id}: JPEG vanished from the index")
-        # Checked once per fetch from storage (~0.1 ms a JPEG): damaged bytes become EIO.
-        if hashlib.sha256(data).digest() != bytes(index[2]):
-            raise VGFSError(f"image {node.image_id}: JPEG bytes in {self.ds.images_path.name}"
-                            " do not match their sha256")
+        self.check_jpeg(node, data, index.crc32)
         self.cache.put(node.ino, data)
         return data
 
