@@ -96,3 +96,21 @@ def test_corrupted_records_give_eio_or_data(real_dataset: Path, tmp_path: Path,
         assert os.listdir(mp)  # still up
     finally:
         ctx.__exit__(None, None, None)
+
+
+def test_no_setuid_or_device_files_can_exist(real_mount: Path) -> None:
+    """The kernel mount carries nosuid and nodev, and no node has a setuid, setgid or device
+    mode."""
+    target = str(real_mount)
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        if fields[4] == target:
+            assert {"nosuid", "nodev", "ro"} <= set(fields[5].split(",")), fields[5]
+            break
+    else:
+        raise AssertionError(f"{target} is not in /proc/self/mountinfo")
+    for root, dirs, files in os.walk(real_mount):
+        for name in dirs + files:
+            mode = os.lstat(os.path.join(root, name)).st_mode
+            assert not mode & 0o6000
+            assert mode & 0o170000 in (0o040000, 0o100000, 0o120000)
