@@ -320,7 +320,8 @@ class _Builder:
                         self.sizes.set(row, column, len(data))
                         self._index_views(kind, image_id, entry)
                     txn.put(sum_key(kind, image_id), _crc(data), db=sums)
-                    digest.update(key + data)
+                    digest.update(key)
+                    digest.update(data)
                     if n % COMMIT_EVERY == 0:
                         txn.commit()
                         if n % REMAP_EVERY == 0:

@@ -39,7 +39,7 @@ LINK_VIEWS = ("by-coco", "by-flickr")
 NAME_MAX = 255
 POS = struct.Struct(">I")
 COUNT = struct.Struct("<I")
-_ESCAPES = {"%": "%25", "/": "%2F", "\0": "%00"}
+_ESCAPES = str.maketrans({"%": "%25", "/": "%2F", "\0": "%00"})
 
 
 def escape(name: str) -> bytes:
@@ -48,7 +48,7 @@ def escape(name: str) -> bytes:
         return name.replace(".", "%2E").encode()
     if name == "":
         return b"%"
-    out = "".join(_ESCAPES.get(c, c) for c in name).encode("utf-8", "surrogatepass")
+    out = name.translate(_ESCAPES).encode("utf-8", "surrogatepass")
     if len(out) > NAME_MAX:
         digest = hashlib.sha256(out).hexdigest()[:16]
         cut = out[:NAME_MAX - 18].decode("utf-8", "ignore").encode()
