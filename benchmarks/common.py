@@ -9,6 +9,7 @@ worse, measure old code. An entry is only ever renamed into place when complete.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
 import platform
@@ -28,9 +29,12 @@ HERE = Path(__file__).resolve().parent
 DATA = HERE / ".data"
 RESULTS = HERE / "results"
 QUICK_RESULTS = DATA / "quick-results"  # --quick never overwrites the committed results
-VGFS = [sys.executable, "-m", "vgfs"]
+# -P: the frozen copy below, never the working tree in the current directory.
+VGFS = [sys.executable, "-P", "-m", "vgfs"]
 SEED = 0
-SOURCE = HERE.parent / "vgfs"
+CODE = DATA / f"code-{os.getpid()}"  # this run's copy of the vgfs package
+SOURCE = CODE / "vgfs"
+_frozen: list[str] = []  # the commit the copy was taken at
 RELEASE_CODE = ("sample.py",)  # what a synthetic release's bytes depend on
 DATASET_CODE = (*RELEASE_CODE, "release.py", "build.py", "dataset.py")
 
@@ -50,6 +54,30 @@ def log(msg: str) -> None:
 
 # --- the data cache ----------------------------------------------------------------------
 
+def freeze_vgfs() -> None:
+    """Copy the vgfs package now, and run every vgfs command of this run from the copy.
+
+    Others edit the tree while a full run takes half an hour, and each mount imports the code
+    afresh: without a copy one run would compare several versions, or mount a dataset with
+    code that reads another format."""
+    if SOURCE.exists():
+        return
+    DATA.mkdir(exist_ok=True)
+    for old in DATA.glob("code-*"):
+        if not Path(f"/proc/{old.name.removeprefix('code-')}").exists():
+            shutil.rmtree(old, ignore_errors=True)
+    git = ["git", "-C", str(HERE.parent)]
+    commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip() or "?"
+    if subprocess.run([*git, "status", "--porcelain", "vgfs"], capture_output=True,
+                      text=True).stdout.strip():
+        commit += " with uncommitted changes"
+    shutil.copytree(HERE.parent / "vgfs", SOURCE, ignore=shutil.ignore_patterns("__pycache__"))
+    atexit.register(shutil.rmtree, CODE, ignore_errors=True)
+    os.environ["PYTHONPATH"] = str(CODE)
+    _frozen.append(commit)
+
+
 def _version(modules: tuple[str, ...]) -> str:
     digest = hashlib.sha256()
     for name in modules:
@@ -59,7 +87,7 @@ def _version(modules: tuple[str, ...]) -> str:
 
 def _cached(kind: str, images: int, jpeg: str, seed: int) -> Path:
     """The cache entry's path; entries of the same data for other vgfs versions are removed."""
-    DATA.mkdir(exist_ok=True)
+    freeze_vgfs()
     prefix = f"{kind}-{images}-{jpeg}-seed{seed}-vgfs"
     path = DATA / f"{prefix}{_version(RELEASE_CODE if kind == 'release' else DATASET_CODE)}"
     for old in DATA.glob(f"{prefix}*"):
@@ -108,6 +136,7 @@ def drop_caches() -> None:
 def mounted(system: str, dataset: Path, mountpoint: Path) -> Iterator[Path]:
     """Mount `dataset` (vgfs) or its images.sqfs (squashfuse_ll, kernel), and unmount it in
     every case. Only a mount made here is ever unmounted."""
+    freeze_vgfs()
     mountpoint.mkdir(parents=True, exist_ok=True)
     if mounted_fs(mountpoint) is not None:
         raise RuntimeError(f"{mountpoint}: something is already mounted there")
@@ -154,14 +183,9 @@ def _tool_version(package: str) -> str:
 
 def environment() -> str:
     """One line that says what ran where, so that results can be compared across runs."""
-    git = ["git", "-C", str(HERE.parent)]
-    commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip() or "?"
-    if subprocess.run([*git, "status", "--porcelain", "vgfs"], capture_output=True,
-                      text=True).stdout.strip():
-        commit += " with uncommitted changes"
+    freeze_vgfs()
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (f"{time.strftime('%Y-%m-%d')}, vgfs {__version__} at {commit}; {os.cpu_count()}"
+    return (f"{time.strftime('%Y-%m-%d')}, vgfs {__version__} at {_frozen[0]}; {os.cpu_count()}"
             f" cores, {mem:.0f} GiB RAM, Linux {platform.release()}, Python"
             f" {platform.python_version()}; squashfuse {_tool_version('squashfuse')},"
             f" squashfs-tools {_tool_version('squashfs-tools')}, fuse3 {_tool_version('fuse3')}")

@@ -47,12 +47,15 @@ def _read_files(paths: list[str]) -> int:
     buf = bytearray(CHUNK)
     total = 0
     for path in paths:
-        fd = os.open(path, os.O_RDONLY)
         try:
-            while got := os.readv(fd, [buf]):
-                total += got
-        finally:
-            os.close(fd)
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                while got := os.readv(fd, [buf]):
+                    total += got
+            finally:
+                os.close(fd)
+        except OSError as e:
+            raise OSError(e.errno, f"{path}: {e.strerror}") from None
     return total
 
 
