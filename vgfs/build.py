@@ -63,7 +63,7 @@ MKSQUASHFS_OPTS = ("-noD", "-no-fragments", "-no-sparse", "-noappend", "-no-xatt
 COMMIT_EVERY = 2_000  # entries per LMDB write transaction: its dirty pages sit in memory
 # Every this many entries, buffered query-view postings are written and the LMDB map is
 # remapped: pages the writes touched through the map count as RSS until it is unmapped.
-REMAP_EVERY = 20_000
+REMAP_EVERY = 4_000
 LMDB_MAP_SIZE = 1 << 40  # address space only; the file grows as data is written
 READ_CHUNK = 1 << 20
 
