@@ -73,13 +73,18 @@ def foreground(dataset: Path, mp: Path, *options: str) -> Iterator[Path]:
         yield log
     finally:
         if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            _stop(proc, 20)
         force_unmount(mp)
+
+
+def _stop(proc: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `timeout` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def errors(mp: Path) -> int:
@@ -240,12 +245,7 @@ def eio_layer(dataset: Path, tmp_path: Path) -> Iterator[tuple[Path, Path]]:
     finally:
         subprocess.run(["fusermount3", "-u", "-z", str(layer)], check=False,
                        capture_output=True)
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc, 10)
         assert mounted_fs(layer) is None
 
 
