@@ -17,6 +17,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -121,6 +122,24 @@ def dataset(images: int, jpeg: str, seed: int = SEED) -> Path:
         src = release(images, jpeg, seed)
         log(f"building the dataset of {images} images; done once, then cached")
         run([*VGFS, "build", str(src), "-o", str(path), "--quiet"])
+    return path
+
+
+def extracted(images: int, jpeg: str, seed: int = SEED) -> Path:
+    """The anchor "files extracted onto local disk": a folder whose `images/<id>/` holds what
+    the vgfs mount of `dataset(images, jpeg, seed)` shows there, copied once from that mount,
+    so that both serve the same bytes."""
+    path = _cached("extracted", images, jpeg, seed)
+    if not path.exists():
+        src = dataset(images, jpeg, seed)
+        tmp = path.with_name(path.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        log(f"extracting the {images} images onto local disk; done once, then cached")
+        with tempfile.TemporaryDirectory(dir=DATA, prefix="mnt-") as mnt, \
+                mounted("vgfs", src, Path(mnt)) as mp:
+            run(["cp", "-R", "--preserve=mode,timestamps", str(mp / "images"), str(tmp)])
+        os.rename(tmp, path)
     return path
 
 
