@@ -1,20 +1,7 @@
-"""Run every benchmark: the build first (it also makes the datasets), then the mount."""
+"""`python -m benchmarks`: the same as `benchmarks/run.py`."""
 
-from __future__ import annotations
+import sys
 
-import argparse
+from benchmarks.run import main
 
-from benchmarks import build, mount
-
-
-def main() -> None:
-    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    p.add_argument("--quick", action="store_true", help="small sizes: a check in minutes")
-    args = p.parse_args()
-    flags = ["--quick"] if args.quick else []
-    build.main(flags)
-    mount.main(flags)
-
-
-if __name__ == "__main__":
-    main()
+sys.exit(main())
