@@ -1,0 +1,384 @@
+"""Slow-storage benchmark: cold JPEG reads when every read of the dataset's storage waits 2 ms.
+
+The dataset folder is served by slowfs (`benchmarks/slowfs.py`), a passthrough that delays every
+read by 2 ms without serialising them. vgfs mounts the dataset through it; squashfuse_ll and the
+kernel (a loop device over the FUSE file) mount its images.sqfs. Each reads a fixed set of JPEGs,
+spread evenly over the image so that readahead cannot serve one file from the last, with 1, 4
+and 16 reader processes, cold: fresh mounts (slowfs included), caches dropped. A filesystem that
+serialises its backend reads stays at one read per 2 ms however many readers there are; one
+that does not scales with them. Systems are interleaved, their order rotating from run to run.
+
+A second table gives the floor under any pyfuse3 filesystem: slowfs with no delay over the same
+files extracted onto local disk, a trivial pyfuse3 filesystem, cold and warm, against vgfs and
+squashfuse_ll on the local dataset and the extracted files read directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from benchmarks import common, slowfs
+from benchmarks.mount import read_pass
+from vgfs.mount import read_stats
+from vgfs.squashfs import SquashFSImage
+
+DELAY_MS = 2.0
+SYSTEMS = ("vgfs", "squashfuse_ll", "kernel")
+READERS = (1, 4, 16)
+SCALING_TARGET = 8.0  # vgfs with 16 readers over vgfs with 1
+IMAGES, FILES = 20_000, 2_000  # the real-JPEG dataset, and the JPEGs read from it
+QUICK_IMAGES, QUICK_FILES = 2_000, 300
+FLOOR_SYSTEMS = ("slowfs", "vgfs", "squashfuse_ll", "local")
+FLOOR_READERS = (1, 4)
+MODES = ("cold", "warm")
+LABELS = {"slowfs": "slowfs, no delay", "local": "local files (no FUSE)"}
+PROFILE_RATE = 250  # py-spy samples per second
+TOP_FRAMES = 8
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def jpeg_subset(dataset: Path, count: int) -> list[tuple[str, int]]:
+    """`count` JPEGs (path inside images.sqfs, size) spread evenly over the image, in the order
+    of their bytes in it."""
+    with SquashFSImage(dataset / "images.sqfs") as image:
+        files = sorted((e.start_block, e.path, e.size) for e in image.walk()
+                       if e.path.endswith(".jpg"))
+    step = len(files) / min(count, len(files))
+    return [files[int(i * step)][1:] for i in range(min(count, len(files)))]
+
+
+def _paths(system: str, root: Path, files: list[tuple[str, int]]) -> list[str]:
+    """Where each system shows the JPEGs: images.sqfs's own paths for squashfuse_ll and the
+    kernel; images/<id>/image.jpg on vgfs and in the extracted folder."""
+    if system in ("squashfuse_ll", "kernel"):
+        return [f"{root}/{path}" for path, _ in files]
+    return [f"{root}/images/{os.path.basename(path)[:-4]}/image.jpg" for path, _ in files]
+
+
+def _rotated(systems: tuple[str, ...], run: int) -> tuple[str, ...]:
+    return systems[run % len(systems):] + systems[:run % len(systems)]
+
+
+def _machine_cpu() -> float:
+    """CPU seconds the machine has spent busy since boot: user, system, interrupts."""
+    user, nice, system, _, _, irq, softirq = map(int, Path("/proc/stat").read_text().split()[1:8])
+    return (user + nice + system + irq + softirq) / CLOCK_TICKS
+
+
+def _process_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+
+
+def _clocks(slow: Path, daemon: int | None) -> list[float]:
+    """Wall time, and CPU seconds of the machine, of slowfs and of the vgfs daemon if any."""
+    return [time.perf_counter(), _machine_cpu(), slowfs.read_stats(slow)["cpu_s"],
+            _process_cpu(daemon) if daemon else 0.0]
+
+
+def _timed(paths: list[str], readers: int, total: int, what: str) -> float:
+    seconds, got = read_pass(paths, readers)
+    if got != total:
+        raise RuntimeError(f"{what}: read {got:,} bytes, expected {total:,}")
+    return seconds
+
+
+@contextmanager
+def _slow_mount(system: str, dataset: Path, tmp: Path) -> Iterator[tuple[Path, Path]]:
+    """`system` mounted over the dataset behind a fresh slowfs: (slowfs's root, the mount)."""
+    with slowfs.mounted(dataset, tmp / "slowfs", DELAY_MS) as slow, \
+            common.mounted(system, slow, tmp / system) as mp:
+        yield slow, mp
+
+
+def bench_slow(dataset: Path, files: list[tuple[str, int]], runs: int, tmp: Path
+               ) -> tuple[dict[str, list[float]], dict[str, dict], dict[str, dict]]:
+    """Seconds per (readers, system) over interleaved cold runs. From the last run: the
+    storage's counters (slowfs) with the CPU seconds of the pass (the machine's, slowfs's and
+    the vgfs daemon's), and vgfs's own counters."""
+    total = sum(size for _, size in files)
+    samples: dict[str, list[float]] = {}
+    storage: dict[str, dict] = {}
+    counters: dict[str, dict] = {}
+    for run in range(runs):
+        for readers in READERS:
+            for system in _rotated(SYSTEMS, run):
+                with _slow_mount(system, dataset, tmp) as (slow, mp):
+                    daemon = read_stats(str(mp))["pid"] if system == "vgfs" else None
+                    common.drop_caches()
+                    before = _clocks(slow, daemon)
+                    seconds = _timed(_paths(system, mp, files), readers, total, system)
+                    used = [b - a for a, b in zip(before, _clocks(slow, daemon), strict=True)]
+                    stats = slowfs.read_stats(slow)
+                    # The window also holds the readers' start and end, outside `seconds`.
+                    stats["cpu"] = dict(zip(("window", "machine", "slowfs", "vgfs"), used,
+                                            strict=True))
+                    storage[f"{readers} {system}"] = stats
+                    if system == "vgfs":
+                        counters[f"{readers} readers"] = read_stats(str(mp))
+                samples.setdefault(f"{readers} {system}", []).append(seconds)
+                common.log(f"slow storage, run {run + 1}/{runs}: {system}, {readers} reader(s):"
+                           f" {len(files) / seconds:,.0f} files/s")
+    return samples, storage, counters
+
+
+def profile_vgfs(dataset: Path, files: list[tuple[str, int]], tmp: Path) -> dict[str, object]:
+    """One more cold pass of vgfs with the most readers, its daemon sampled by py-spy: the top
+    frames of the trio loop's thread and of the worker threads, and vgfs's counters."""
+    spy = Path(sys.executable).with_name("py-spy")
+    if not spy.exists():
+        return {"error": "py-spy is not installed: pip install -e '.[bench]'"}
+    readers = READERS[-1]
+    out = tmp / "profile.txt"
+    with _slow_mount("vgfs", dataset, tmp) as (_, mp):
+        common.drop_caches()
+        pid = read_stats(str(mp))["pid"]
+        cmd = [str(spy), "record", "--pid", str(pid), "--rate", str(PROFILE_RATE), "--threads",
+               "--idle", "--format", "raw", "--output", str(out)]
+        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
+            try:
+                assert proc.stdout is not None
+                # It prints this line once it samples; reads before it would go unseen.
+                ready, _, _ = select.select([proc.stdout], [], [], 30)
+                line = proc.stdout.readline() if ready else b"no output in 30 s"
+                started = b"Sampling" in line
+                if started:
+                    _timed(_paths("vgfs", mp, files), readers, sum(s for _, s in files), "vgfs")
+            finally:
+                proc.send_signal(signal.SIGINT)
+                proc.wait(timeout=60)
+        if not started:
+            return {"error": f"py-spy did not start ({line.decode(errors='replace').strip()})"}
+        counters = read_stats(str(mp))
+    return {"readers": readers, **summarize_profile(out.read_text()), "vgfs_stats": counters}
+
+
+def summarize_profile(raw: str) -> dict[str, object]:
+    """py-spy's raw stacks (`thread (TID): NAME;frame;...;frame COUNT`), reduced to the
+    most-sampled innermost frames of the main thread (the trio loop) and of the others."""
+    leaves: dict[str, Counter[str]] = {"loop": Counter(), "workers": Counter()}
+    stacks: Counter[str] = Counter()
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        group = "loop" if frames[0].endswith("MainThread") else "workers"
+        leaves[group][frames[-1]] += int(count)
+        stacks[stack] += int(count)
+    top = {group: [[frame, n, n / max(1, sum(c.values()))] for frame, n in
+                   c.most_common(TOP_FRAMES)] for group, c in leaves.items()}
+    samples = {group: sum(c.values()) for group, c in leaves.items()}
+    return {"samples": samples, "top": top, "stacks": stacks.most_common(50)}
+
+
+@contextmanager
+def _floor_mount(system: str, dataset: Path, extracted: Path, tmp: Path) -> Iterator[Path]:
+    if system == "slowfs":
+        with slowfs.mounted(extracted, tmp / "slowfs", 0) as mp:
+            yield mp
+    elif system == "local":
+        yield extracted
+    else:
+        with common.mounted(system, dataset, tmp / system) as mp:
+            yield mp
+
+
+def bench_floor(dataset: Path, extracted: Path, files: list[tuple[str, int]], runs: int,
+                tmp: Path) -> dict[str, list[float]]:
+    """Seconds per (mode, readers, system): a fresh mount with the caches dropped (cold), then a
+    second pass on it (warm)."""
+    total = sum(size for _, size in files)
+    samples: dict[str, list[float]] = {}
+    for run in range(runs):
+        for readers in FLOOR_READERS:
+            for system in _rotated(FLOOR_SYSTEMS, run):
+                with _floor_mount(system, dataset, extracted, tmp) as root:
+                    paths = _paths(system, root, files)
+                    common.drop_caches()
+                    for mode in MODES:
+                        seconds = _timed(paths, readers, total, system)
+                        samples.setdefault(f"{mode} {readers} {system}", []).append(seconds)
+                        common.log(f"floor, run {run + 1}/{runs}: {system}, {readers}"
+                                   f" reader(s), {mode}: {len(files) / seconds:,.0f} files/s")
+    return samples
+
+
+def _ratio(numerator: list[float], denominator: list[float]) -> tuple[float, float, float]:
+    """Median, least and greatest of the throughput ratio run by run, from the seconds: a
+    drift of the machine between runs cancels out within each."""
+    ratios = [d / n for n, d in zip(numerator, denominator, strict=True)]
+    return common.median(ratios), min(ratios), max(ratios)
+
+
+def report(files: list[tuple[str, int]], images: int, slow: dict[str, list[float]],
+           storage: dict[str, dict], counters: dict[str, dict], floor: dict[str, list[float]],
+           profile: dict | None, runs: int) -> tuple[str, object]:
+    n, total = len(files), sum(size for _, size in files)
+    speed = {k: n / common.median(v) for k, v in slow.items()}
+    rows, storage_rows = [], []
+    scaling = {}
+    for system in SYSTEMS:
+        scaling[system] = _ratio(slow[f"{READERS[-1]} {system}"], slow[f"1 {system}"])
+        rows.append([system, *(speed[f"{r} {system}"] for r in READERS),
+                     f"{scaling[system][0]:.2f}× ({scaling[system][1]:.2f}–"
+                     f"{scaling[system][2]:.2f})",
+                     *(f"{_ratio(slow[f'{r} vgfs'], slow[f'{r} {system}'])[0]:.2f}"
+                       for r in READERS)])
+        for r in READERS:
+            st = storage[f"{r} {system}"]
+            storage_rows.append([system, r, st["reads"], st["bytes"] / total,
+                                 st["seconds"] / max(1, st["reads"]) * 1e3,
+                                 st["peak_in_flight"], st["cpu"]["machine"] / st["cpu"]["window"],
+                                 st["cpu"]["machine"] / n * 1e3, st["cpu"]["slowfs"] / n * 1e3,
+                                 st["cpu"]["vgfs"] / n * 1e3 if system == "vgfs" else "–"])
+    vgfs_rows = []
+    for r in READERS:
+        ops, backend = counters[f"{r} readers"]["ops"], counters[f"{r} readers"]["backend"]
+        vgfs_rows.append([r, *(ops.get(op, {}).get(k, 0) for op in ("lookup", "read")
+                               for k in ("count", "mean_us", "max_us")),
+                          backend["jpeg_reads_threaded"], backend["jpeg_reads_nowait"]])
+    ratio, low, high = scaling["vgfs"]
+    targets = [[f"vgfs: {READERS[-1]} readers ≥ {SCALING_TARGET:.0f}× 1 reader",
+                f"{ratio:.2f}× ({low:.2f}–{high:.2f})", common.verdict(ratio >= SCALING_TARGET)]]
+    floor_speed = {k: n / common.median(v) for k, v in floor.items()}
+    columns = [(mode, r) for mode in MODES for r in FLOOR_READERS]
+    floor_rows = [[LABELS.get(system, system),
+                   *(floor_speed[f"{m} {r} {system}"] for m, r in columns),
+                   *(f"{_ratio(floor[f'{m} {r} vgfs'], floor[f'{m} {r} {system}'])[0]:.2f}"
+                     for m, r in columns)] for system in FLOOR_SYSTEMS]
+    parts = [
+        "# Slow-storage benchmark",
+        common.environment(),
+        f"Cold reads of {n:,} real-size JPEGs ({total / 1e6:,.0f} MB), spread evenly over the"
+        f" images.sqfs of a {images:,}-image synthetic release, from a dataset folder behind"
+        f" slowfs, a FUSE passthrough that waits {DELAY_MS:g} ms before every read without"
+        " serialising them. vgfs mounts the dataset through it; squashfuse_ll and the kernel"
+        " (loop device over the FUSE file) mount its images.sqfs. Each run: fresh mounts,"
+        f" caches dropped; medians of {runs} interleaved runs. Scaling: files/s with"
+        f" {READERS[-1]} readers over 1, run by run (range in brackets); vgfs ÷ system: vgfs's"
+        " files/s over the system's, run by run.",
+        common.table(["system", *(f"{r} reader{'s' * (r > 1)} files/s" for r in READERS),
+                      f"scaling {READERS[-1]}/1",
+                      *(f"vgfs ÷ system, {r}" for r in READERS)], rows),
+        "What reached the storage (slowfs's counters, last run): reads, bytes read per byte of"
+        " JPEG (readahead and metadata included), the mean time to answer a read (the delay"
+        " included), the most reads in flight at once; and the CPU the pass took: cores busy"
+        f" (of {os.cpu_count()}), and CPU ms per JPEG of the whole machine, of slowfs and of the"
+        " vgfs daemon. Files/s cannot pass cores ÷ CPU per file, whatever the latency:",
+        common.table(["system", "readers", "storage reads", "bytes per JPEG byte",
+                      "mean read ms", "peak in flight", "cores busy", "CPU ms/file",
+                      "slowfs CPU ms/file", "vgfs CPU ms/file"], storage_rows),
+        "vgfs's own counters (`vgfs stats`, last run): FUSE lookups and reads (µs), and JPEGs"
+        " fetched by a worker thread or served from the page cache without one:",
+        common.table(["readers", "lookups", "lookup mean µs", "lookup max µs", "reads",
+                      "read mean µs", "read max µs", "JPEGs threaded", "JPEGs no-wait"],
+                     vgfs_rows),
+        "Targets:",
+        common.table(["target", "measured", "verdict"], targets),
+    ]
+    if profile is not None:
+        parts += _profile_section(profile)
+    parts += [
+        f"**The floor: a trivial pyfuse3 filesystem.** The same {n:,} JPEGs on local storage,"
+        f" {FLOOR_READERS[0]} and {FLOOR_READERS[-1]} readers: slowfs with no delay serving the"
+        " files extracted onto local disk (a pyfuse3 loop that answers lookups and opens from"
+        " memory, with keep_cache and day-long timeouts, and passes reads through), vgfs and"
+        " squashfuse_ll on the local dataset, and the extracted files read directly. Cold:"
+        " fresh mount, caches dropped; warm: second pass on it. Files/s, medians of"
+        f" {runs} interleaved runs; vgfs ÷ system run by run:",
+        common.table(["system", *(f"{m} {r} files/s" for m, r in columns),
+                      *(f"vgfs ÷ system, {m} {r}" for m, r in columns)], floor_rows),
+    ]
+    return "\n\n".join(parts) + "\n", _plot(speed, floor_speed)
+
+
+def _profile_section(profile: dict) -> list[str]:
+    if "error" in profile:
+        return [f"vgfs missed the target; no profile: {profile['error']}."]
+    samples = profile["samples"]
+    rows = [[group, frame, count, f"{share:.0%}"] for group in ("loop", "workers")
+            for frame, count, share in profile["top"][group]]
+    return [
+        f"vgfs missed the target, so one more cold pass with {profile['readers']} readers ran"
+        f" with py-spy sampling its daemon ({PROFILE_RATE}/s, idle threads included: a thread"
+        " waiting in a system call is where its time goes). Most-sampled innermost frames of"
+        f" the trio loop's thread ({samples['loop']:,} samples) and of the worker threads"
+        f" ({samples['workers']:,}):",
+        common.table(["thread", "frame", "samples", "share"], rows),
+    ]
+
+
+def _plot(speed: dict[str, float], floor_speed: dict[str, float]) -> object:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for system in SYSTEMS:
+        left.plot(READERS, [speed[f"{r} {system}"] for r in READERS], "o-", label=system)
+    base = speed["1 vgfs"]
+    left.plot(READERS, [base * r for r in READERS], "k:", lw=1, label="vgfs, linear")
+    left.plot([READERS[-1]], [base * SCALING_TARGET], "k*", ms=10,
+              label=f"target: {SCALING_TARGET:.0f}× vgfs at 1")
+    left.set_xscale("log", base=2)
+    left.set_yscale("log")
+    left.set_xticks(READERS, [str(r) for r in READERS])
+    left.set_xlabel("reader processes")
+    left.set_ylabel("JPEG files/s (log)")
+    left.set_title(f"Cold reads, {DELAY_MS:g} ms per storage read")
+    left.legend(fontsize=8)
+    groups = [(m, r) for m in MODES for r in FLOOR_READERS]
+    width = 0.8 / len(FLOOR_SYSTEMS)
+    for i, system in enumerate(FLOOR_SYSTEMS):
+        xs = [x + (i - (len(FLOOR_SYSTEMS) - 1) / 2) * width for x in range(len(groups))]
+        right.bar(xs, [floor_speed[f"{m} {r} {system}"] for m, r in groups], width,
+                  label=LABELS.get(system, system))
+    right.set_xticks(range(len(groups)), [f"{m}\n{r} reader{'s' * (r > 1)}" for m, r in groups])
+    right.set_yscale("log")
+    right.set_ylabel("JPEG files/s (log)")
+    right.set_title("The floor: local storage")
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.slow", description=__doc__)
+    p.add_argument("--quick", action="store_true", help=f"{QUICK_FILES:,} JPEGs of a"
+                   f" {QUICK_IMAGES:,}-image dataset: a check in a few minutes")
+    p.add_argument("--runs", type=int, default=3, help="runs of each workload (3)")
+    args = p.parse_args(argv)
+    if os.geteuid() != 0:
+        raise SystemExit("the slow-storage benchmark needs root: loop mounts and dropping caches")
+    images = QUICK_IMAGES if args.quick else IMAGES
+    dataset = common.dataset(images, "real")
+    extracted = common.extracted(images, "real")
+    files = jpeg_subset(dataset, QUICK_FILES if args.quick else FILES)
+    with tempfile.TemporaryDirectory(dir=common.DATA, prefix="mnt-") as tmp:
+        slow, storage, counters = bench_slow(dataset, files, args.runs, Path(tmp))
+        scaling = _ratio(slow[f"{READERS[-1]} vgfs"], slow["1 vgfs"])[0]
+        profile = (profile_vgfs(dataset, files, Path(tmp)) if scaling < SCALING_TARGET
+                   else None)
+        floor = bench_floor(dataset, extracted, files, args.runs, Path(tmp))
+    md, fig = report(files, images, slow, storage, counters, floor, profile, args.runs)
+    out = common.write_results("slow", md, fig, args.quick)
+    raw = {"delay_ms": DELAY_MS, "files": [path for path, _ in files],
+           "bytes": sum(size for _, size in files), "seconds": slow, "storage": storage,
+           "vgfs_stats": counters, "profile": profile, "floor_seconds": floor}
+    (out / "slow.json").write_text(json.dumps(raw, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
