@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 import vgfs
-from tests.conftest import V12, VGFS
+from tests.conftest import V12, VGFS, mounted
 from tests.conftest import vgfs as run_vgfs
-from vgfs.dataset import FORMAT
+from vgfs.dataset import FORMAT, WHOLE_CHUNK
 from vgfs.errors import VGFSError
 from vgfs.release import WHOLE_FILES
 
@@ -116,7 +116,7 @@ def test_whole_files_are_stored_as_released(real_dataset: Path, release: Path) -
 def test_manifest_records_versions_sources_and_counts(real_dataset: Path, release: Path) -> None:
     """The manifest names format and tool, and each source's version, size, sha256, entries."""
     m = json.loads((real_dataset / "manifest.json").read_bytes())
-    assert m["format"] == FORMAT == 1
+    assert m["format"] == FORMAT == 2
     assert m["tool"] == f"vgfs {vgfs.__version__}"
     expected = set(KIND_SOURCES.values()) | set(WHOLE_FILES)
     assert set(m["sources"]) == expected
@@ -245,6 +245,29 @@ def test_zipped_release_gives_the_same_dataset(release_copy: Path, tmp_path: Pat
             assert {k: z[k] for k in ("version", "size", "sha256", "entries")} == {
                 k: s[k] for k in ("version", "size", "sha256", "entries")}, name
         assert ds.manifest["counts"] == plain.manifest["counts"]
+
+
+def test_whole_file_of_several_chunks(release_copy: Path, tmp_path: Path) -> None:
+    """A whole-dataset file bigger than a stored chunk reads back byte for byte, through the
+    API and through a mount, also in reads that straddle chunk boundaries."""
+    synsets = {f"word{i}.n.01": f"a gloss with a quote \" and unicode \u00e9 {i}"
+               for i in range(60_000)}
+    data = json.dumps(synsets).encode()
+    assert len(data) > 2 * WHOLE_CHUNK + 1
+    (release_copy / "synsets.json").write_bytes(data)
+    out = tmp_path / "out"
+    _build(release_copy, out)
+    with vgfs.open_dataset(out) as ds:
+        assert ds.whole_size("synsets.json") == len(data)
+        assert bytes(ds.whole_file("synsets.json")) == data
+        for off in (0, WHOLE_CHUNK - 3, 2 * WHOLE_CHUNK - 1, len(data) - 5, len(data)):
+            assert bytes(ds.whole_range("synsets.json", off, 10)) == data[off:off + 10]
+    with mounted(out, tmp_path / "mnt") as mp:
+        assert (mp / "synsets.json").stat().st_size == len(data)
+        assert (mp / "synsets.json").read_bytes() == data
+        with open(mp / "synsets.json", "rb", buffering=0) as f:
+            f.seek(WHOLE_CHUNK - 7)
+            assert f.read(20) == data[WHOLE_CHUNK - 7:WHOLE_CHUNK + 13]
 
 
 # --- bad inputs: one sentence, non-zero exit, nothing left behind ------------------------

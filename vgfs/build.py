@@ -7,11 +7,13 @@ only when it is complete, so a failed or killed build never leaves a half datase
 from __future__ import annotations
 
 import hashlib
+import heapq
 import os
 import re
 import resource
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -22,6 +24,8 @@ from bisect import bisect_left
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import groupby, pairwise
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +44,9 @@ from vgfs.dataset import (
     JPEG_INDEX,
     KINDS,
     MAX_DBS,
+    WHOLE_CHUNK,
+    WHOLE_SIZE,
+    chunk_key,
     sum_key,
 )
 from vgfs.errors import VGFSError
@@ -52,18 +59,26 @@ from vgfs.release import (
     find_sources,
     read_whole,
     stream_entries,
+    stream_whole,
 )
 from vgfs.squashfs import SquashFSError, SquashFSImage
 
 IMAGE_DIRS = ("VG_100K", "VG_100K_2")
 IMAGE_ZIPS = ("images.zip", "images2.zip")
 JPEG_NAME = re.compile(r"(0|[1-9][0-9]{0,17})\.jpg")
-MKSQUASHFS_OPTS = ("-noD", "-no-fragments", "-no-sparse", "-noappend", "-no-xattrs",
-                   "-all-root", "-mem", "256M")
+# -no-duplicates: comparing every file with every other costs 4x the packing time and a
+# quarter of mksquashfs's memory, to save the odd duplicate JPEG.
+MKSQUASHFS_OPTS = ("-noD", "-no-fragments", "-no-sparse", "-no-duplicates", "-noappend",
+                   "-no-xattrs", "-all-root", "-mem", "256M")
 COMMIT_EVERY = 2_000  # entries per LMDB write transaction: its dirty pages sit in memory
 # Every this many entries, buffered query-view postings are written and the LMDB map is
 # remapped: pages the writes touched through the map count as RSS until it is unmapped.
 REMAP_EVERY = 4_000
+# Buffered query-view postings are spilled to a sorted run file once they take about this
+# much memory (8 bytes an image id, ~200 a name): a fixed buffer, whatever the release size,
+# and few runs to merge. by-coco and by-flickr have a name per image.
+SPILL_BYTES = 4 << 20
+_RUN_HEAD = struct.Struct("<HI")  # a postings run's record: key length, number of ids
 LMDB_MAP_SIZE = 1 << 40  # address space only; the file grows as data is written
 READ_CHUNK = 1 << 20
 
@@ -197,6 +212,40 @@ class _Sizes:
         return self.cols[i * self.WIDTH:(i + 1) * self.WIDTH]
 
 
+class _WholeFile:
+    """One whole file written into the `files` database in WHOLE_CHUNK pieces, a transaction
+    per piece, so that the build never holds it whole (image_data.json alone is 17 MB)."""
+
+    def __init__(self, builder: _Builder, name: str) -> None:
+        self.builder, self.name = builder, name  # its env, which a remap replaces
+        self.buf = bytearray()
+        self.chunks = self.size = 0
+
+    def write(self, data: bytes) -> None:
+        self.buf += data
+        while len(self.buf) >= WHOLE_CHUNK:
+            self._put(self.buf[:WHOLE_CHUNK])
+            del self.buf[:WHOLE_CHUNK]
+
+    def _put(self, piece: bytes | bytearray) -> None:
+        b = self.builder
+        with b.env.begin(write=True) as txn:
+            txn.put(chunk_key(self.name, self.chunks), piece, db=b.dbs["files"])
+        self.chunks += 1
+        self.size += len(piece)
+
+    def __enter__(self) -> _WholeFile:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            if self.buf:
+                self._put(self.buf)
+            b = self.builder
+            with b.env.begin(write=True) as txn:
+                txn.put(self.name.encode(), WHOLE_SIZE.pack(self.size), db=b.dbs["files"])
+
+
 class _Builder:
     def __init__(self, release: Path, tmp: Path, images: list[str] | None,
                  show_progress: bool) -> None:
@@ -208,8 +257,11 @@ class _Builder:
         self.sizes = _Sizes()
         # Query-view postings not yet written: (view, name) key -> image ids.
         self.postings: dict[bytes, array[int]] = {}
+        self.buffered = 0  # image ids in `postings`
+        self.runs: list[Path] = []  # the postings spilled so far, each sorted by key
         self.view_keys: dict[tuple[str, str], bytes] = {}
         self.view_seconds = 0.0
+        self.mksquashfs_rss_mb = 0.0
         self.counts: dict[str, Any] = {}
         self.phases: list[dict[str, Any]] = []
         self.digests: dict[str, str] = {}
@@ -227,6 +279,21 @@ class _Builder:
         to keep peak RSS independent of the release size."""
         self.env.close()
         self._open_env()
+
+    def _scan(self, name: str) -> Iterator[tuple[bytes, bytes]]:
+        """A database's records in key order, remapping every REMAP_EVERY of them."""
+        after = b""
+        while True:
+            with self.env.begin() as txn:
+                cur = txn.cursor(db=self.dbs[name])
+                if not (cur.set_range(after + b"\0") if after else cur.first()):
+                    return
+                batch = [item for item, _ in zip(cur, range(REMAP_EVERY), strict=False)]
+            self._remap()
+            yield from batch
+            if len(batch) < REMAP_EVERY:
+                return
+            after = batch[-1][0]
 
     def run(self) -> dict[str, Any]:
         with self._phase("annotations"):
@@ -273,8 +340,11 @@ class _Builder:
         """Time a phase and record the peak RSS reached by its end."""
         start = time.monotonic()
         yield
+        self._remap()  # drop the map's pages the phase touched
         self.phases.append({"phase": name, "seconds": round(time.monotonic() - start, 2),
                             "peak_rss_mb": round(_peak_rss_mb(), 1)})
+        if name == "images" and self.mksquashfs_rss_mb:
+            self.phases[-1]["mksquashfs_peak_rss_mb"] = self.mksquashfs_rss_mb
 
     # --- annotations ---------------------------------------------------------------------
 
@@ -325,9 +395,11 @@ class _Builder:
                     if n % COMMIT_EVERY == 0:
                         txn.commit()
                         if n % REMAP_EVERY == 0:
-                            start = time.perf_counter()
-                            self._flush_postings()  # and remap
-                            self.view_seconds += time.perf_counter() - start
+                            if self.buffered * 8 + len(self.postings) * 200 >= SPILL_BYTES:
+                                start = time.perf_counter()
+                                self._spill_postings()
+                                self.view_seconds += time.perf_counter() - start
+                            self._remap()
                             db, sums = self.dbs[kind], self.dbs["sums"]
                         txn = self.env.begin(write=True)
             txn.commit()
@@ -361,44 +433,82 @@ class _Builder:
             if ids is None:
                 ids = self.postings[key] = array("Q")
             ids.append(image_id)
+            self.buffered += 1
         self.view_seconds += time.perf_counter() - start
 
-    def _flush_postings(self) -> None:
-        """Write the buffered postings to the DUPSORT database, one key at a time in order, and
-        remap: this keeps both the buffer and the pages touched in the map bounded."""
-        db = self.dbs["view_ids"]
-        with self.env.begin(write=True) as txn:
-            cur = txn.cursor(db=db)
+    def _spill_postings(self) -> None:
+        """Write the buffered postings to a run file, sorted by key, and empty the buffer. The
+        runs are merged at the end, so the DUPSORT database is written by appends in key order:
+        inserting into it as the pass goes touched more of its pages the bigger it grew, and
+        the build's memory with them."""
+        if not self.postings:
+            return
+        path = self.tmp / "postings" / f"{len(self.runs):05}"
+        path.parent.mkdir(exist_ok=True)
+        with open(path, "wb") as f:
             for key in sorted(self.postings):
-                ids = sorted(self.postings[key])
-                cur.putmulti([(key, ID.pack(i)) for i in ids], dupdata=True)
+                ids = self.postings[key]
+                f.write(_RUN_HEAD.pack(len(key), len(ids)) + key)
+                ids.tofile(f)
+        self.runs.append(path)
         self.postings.clear()
-        self._remap()
+        self.buffered = 0
 
     def _store_view_names(self) -> dict[str, int]:
-        """Number each view's names in sorted order, and write each view's counts.json."""
-        self._flush_postings()
+        """Merge the postings' runs into the views' databases, in key order: each name's image
+        ids, its position in its view (names are numbered in sorted order), and each view's
+        counts.json. Transactions stay small: their dirty pages sit in memory."""
+        self._spill_postings()
         ids_db, names_db, pos_db = (self.dbs[n] for n in ("view_ids", "view_names", "view_pos"))
-        totals = {}
-        with self.env.begin(write=True) as txn:
-            cur = txn.cursor(db=ids_db)
-            for index, view in enumerate(query.VIEWS):
-                counts: list[tuple[int, str]] = []
-                if cur.set_range(bytes([index])):
-                    for key in cur.iternext_nodup(values=False):
-                        if key[0] != index:
-                            break
-                        name, count = key[1:], cur.count()
-                        position = len(counts)
-                        txn.put(query.pos_key(view, position), query.COUNT.pack(count) + name,
-                                db=names_db)
-                        txn.put(key, query.POS.pack(position), db=pos_db)
-                        counts.append((count, name.decode("utf-8", "surrogatepass")))
-                counts.sort(key=lambda c: (-c[0], c[1]))
-                txn.put(f"{view}/counts.json".encode(),
-                        orjson.dumps(dict((n, c) for c, n in counts)), db=self.dbs["files"])
-                totals[view] = len(counts)
-        return totals
+        counts = [array("I") for _ in query.VIEWS]  # per view, each name's count by position
+        merged = heapq.merge(*map(_read_run, self.runs), key=itemgetter(0))
+        txn = self.env.begin(write=True)
+        pending = 0
+        try:
+            for key, runs in groupby(merged, key=itemgetter(0)):
+                ids = sorted({i for _, part in runs for i in part})
+                view, name = query.VIEWS[key[0]], key[1:]
+                position = len(counts[key[0]])
+                txn.cursor(db=ids_db).putmulti([(key, ID.pack(i)) for i in ids], dupdata=True,
+                                               append=True)
+                txn.put(query.pos_key(view, position), query.COUNT.pack(len(ids)) + name,
+                        db=names_db, append=True)
+                txn.put(key, query.POS.pack(position), db=pos_db, append=True)
+                counts[key[0]].append(len(ids))
+                pending += len(ids) + 16  # ~8 bytes an id, ~128 a name
+                if pending >= COMMIT_EVERY * 50:  # a few MB of dirty pages
+                    txn.commit()
+                    self._remap()
+                    ids_db, names_db, pos_db = (self.dbs[n] for n in
+                                                ("view_ids", "view_names", "view_pos"))
+                    txn = self.env.begin(write=True)
+                    pending = 0
+            txn.commit()
+        except BaseException:
+            txn.abort()
+            raise
+        shutil.rmtree(self.tmp / "postings", ignore_errors=True)
+        for view, view_counts in zip(query.VIEWS, counts, strict=True):
+            self._store_counts(view, view_counts)
+        return {view: len(c) for view, c in zip(query.VIEWS, counts, strict=True)}
+
+    def _store_counts(self, view: str, counts: array[int]) -> None:
+        """A view's counts.json, name -> count, most frequent first, then by name: positions
+        are in name order and the sort is stable. Written as it is read from the view's names,
+        never held whole: by-coco has a name per image."""
+        order = sorted(range(len(counts)), key=counts.__getitem__, reverse=True)
+        with _WholeFile(self, f"{view}/counts.json") as out:
+            out.write(b"{")
+            for start in range(0, len(order), REMAP_EVERY):
+                with self.env.begin() as txn:
+                    pieces = []
+                    for position in order[start:start + REMAP_EVERY]:
+                        raw = txn.get(query.pos_key(view, position), db=self.dbs["view_names"])
+                        name = raw[query.COUNT.size:].decode("utf-8", "surrogatepass")
+                        pieces.append(orjson.dumps(name) + b":%d" % counts[position])
+                out.write((b"," if start else b"") + b",".join(pieces))
+                self._remap()
+            out.write(b"}")
 
     def _compose_graphs(self, kinds: dict[str, dict[str, Any]]) -> dict[str, Any]:
         """scene_graphs.json is absent: compose each image's graph from the other sources."""
@@ -439,16 +549,14 @@ class _Builder:
 
     def _store_whole_files(self) -> list[str]:
         stored = []
-        with self.env.begin(write=True) as txn:
-            for name in WHOLE_FILES:
-                src = self.sources.get(name)
-                if src is None:
-                    continue
-                data = read_whole(src)
-                txn.put(name.encode(), data, db=self.dbs["files"])
-                txn.put(b"\xff" + name.encode(), _crc(data), db=self.dbs["sums"])
-                self.digests["file:" + name] = src.sha256
-                stored.append(name)
+        for name in WHOLE_FILES:
+            src = self.sources.get(name)
+            if src is None:
+                continue
+            with _WholeFile(self, name) as out:
+                stream_whole(src, out.write)
+            self.digests["file:" + name] = src.sha256
+            stored.append(name)
         return stored
 
     # --- JPEGs ---------------------------------------------------------------------------
@@ -460,16 +568,17 @@ class _Builder:
                 raise VGFSError(f"{found.sqfs}: an existing SquashFS image cannot be combined"
                                 " with image folders or zips; give one or the other")
             return self._index_existing(found.sqfs)
-        jpegs, zipped = self._collect_jpegs(found)
-        if not jpegs:
-            self._count_images(set())
-            return {"path": None, "jpegs": 0}
+        jpegs = _SourceJpegs()
+        for folder in found.folders:
+            jpegs.add(folder, _folder_jpegs(folder))
         stage = self.tmp / "staging"
-        folders = list(found.folders)
-        if zipped:
-            folders += self._extract_zips(jpegs, zipped, stage)
+        for zpath in found.zips:
+            self._extract_zip(zpath, jpegs, stage / f"zip{len(jpegs.folders)}")
+        if not len(jpegs):
+            self._count_images()
+            return {"path": None, "jpegs": 0}
         image = self.tmp / "images.sqfs"
-        self._mksquashfs(folders, image)
+        self._mksquashfs([folder for folder, _ in jpegs.folders], image)
         # The check reads the extracted JPEGs, so the staging folder goes only after it.
         self._index_image(image, jpegs)
         shutil.rmtree(stage, ignore_errors=True)
@@ -505,59 +614,26 @@ class _Builder:
         sqfs = sorted(self.release.glob("*.sqfs"))
         return paths + sqfs
 
-    def _collect_jpegs(self, found: ImageSources
-                       ) -> tuple[dict[int, str], dict[Path, list[tuple[int, str]]]]:
-        """image id -> where its JPEG is (a path, or zip:member until extracted), and the zip
-        members to extract. Plain strings: this map holds every image of the release."""
-        jpegs: dict[int, str] = {}
-        zipped: dict[Path, list[tuple[int, str]]] = {}
-
-        def add(image_id: int, label: str) -> None:
-            other = jpegs.get(image_id)
+    def _extract_zip(self, zpath: Path, jpegs: _SourceJpegs, dest: Path) -> None:
+        """Unpack a zip's JPEGs under names we choose, so no member path is ever trusted."""
+        members = list(_zip_jpegs(zpath))
+        ids = array("Q", sorted(image_id for image_id, _ in members))
+        for a, b in pairwise(ids):
+            if a == b:
+                twice = [m for i, m in members if i == a]
+                raise VGFSError(f"{zpath}:{twice[1]}: image {a} also at {zpath}:{twice[0]}")
+        for image_id, member in members:
+            other = jpegs.path(image_id)
             if other is not None:
-                raise VGFSError(f"{label}: image {image_id} also at {other}")
-            jpegs[image_id] = label
-
-        for folder in found.folders:
-            with os.scandir(folder) as it:
-                for e in it:
-                    label = os.path.join(folder, e.name)
-                    if e.is_symlink():
-                        raise VGFSError(f"{label}: is a symbolic link; the images folder must"
-                                        " hold the JPEG files themselves")
-                    if not e.is_file(follow_symlinks=False):
-                        raise VGFSError(f"{label}: unexpected entry in the images folder; it"
-                                        " must hold only files named <image_id>.jpg")
-                    m = JPEG_NAME.fullmatch(e.name)
-                    if m is None:
-                        raise VGFSError(f"{label}: not named <image_id>.jpg; every file in an"
-                                        " images folder must be a JPEG named by its image id")
-                    add(int(m[1]), label)
-        for zpath in found.zips:
-            members = zipped[zpath] = []
-            for image_id, member in _zip_jpegs(zpath):
-                add(image_id, f"{zpath}:{member}")
-                members.append((image_id, member))
-        return jpegs, zipped
-
-    def _extract_zips(self, jpegs: dict[int, str], zipped: dict[Path, list[tuple[int, str]]],
-                      stage: Path) -> list[Path]:
-        """Unpack zipped JPEGs under names we choose, so no member path is ever trusted."""
-        folders = []
-        total = sum(len(members) for members in zipped.values())
-        with progress("extracting JPEGs", total, "img", self.show) as bar:
-            for zpath, members in zipped.items():
-                dest = stage / f"zip{len(folders)}"
-                dest.mkdir(parents=True)
-                folders.append(dest)
-                with zipfile.ZipFile(zpath) as zf:
-                    for image_id, member in members:
-                        out = dest / f"{image_id}.jpg"
-                        with zf.open(member) as src, open(out, "wb") as dst:
-                            shutil.copyfileobj(src, dst, READ_CHUNK)
-                        jpegs[image_id] = str(out)
-                        bar.update()
-        return folders
+                raise VGFSError(f"{zpath}:{member}: image {image_id} also at {other}")
+        dest.mkdir(parents=True)
+        with progress(f"extracting {zpath.name}", len(members), "img", self.show) as bar, \
+                zipfile.ZipFile(zpath) as zf:
+            for image_id, member in members:
+                with zf.open(member) as src, open(dest / f"{image_id}.jpg", "wb") as dst:
+                    shutil.copyfileobj(src, dst, READ_CHUNK)
+                bar.update()
+        jpegs.add(dest, ids)
 
     def _mksquashfs(self, folders: list[Path], image: Path) -> None:
         if shutil.which("mksquashfs") is None:
@@ -573,8 +649,11 @@ class _Builder:
         if proc.returncode != 0:
             lines = proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"]
             raise VGFSError(f"{image}: mksquashfs failed: {lines[-1]}")
+        # Its own peak, beside ours: it holds its whole directory tree, ~0.5 KB a file.
+        self.mksquashfs_rss_mb = round(
+            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
 
-    def _index_image(self, image: Path, jpegs: dict[int, str] | None) -> dict[str, int]:
+    def _index_image(self, image: Path, jpegs: _SourceJpegs | None) -> dict[str, int]:
         """Record each JPEG's extent in the image, checking that those bytes are that JPEG:
         the source file's when `jpegs` names the sources, else what the image holds."""
         try:
@@ -583,8 +662,7 @@ class _Builder:
             raise VGFSError(str(e)) from e
         db = self.dbs["jpegs"]
         digest = hashlib.sha256()
-        slow = 0
-        seen: set[int] = set()
+        slow = indexed = 0
         fd = os.open(image, os.O_RDONLY)
         buf = bytearray(READ_CHUNK)  # reused: a fresh buffer per JPEG fragments the heap
         txn = self.env.begin(write=True)
@@ -600,9 +678,6 @@ class _Builder:
                                             " <image_id>.jpg")
                         continue  # other files a site keeps beside the JPEGs
                     image_id = int(m[1])
-                    if image_id in seen:
-                        raise VGFSError(f"{image}: image {image_id} is there twice")
-                    seen.add(image_id)
                     extent = entry.extent()
                     if extent is None:
                         data = sq.read(entry)
@@ -615,19 +690,24 @@ class _Builder:
                             raise VGFSError(f"{image}: truncated at {entry.path}")
                         sha, crc = digests
                     if jpegs is not None:
-                        source = jpegs.get(image_id)
+                        source = jpegs.path(image_id)
                         if source is None or _sha256_file(source) != sha:
                             raise VGFSError(f"{image}: bytes at {entry.path} differ from"
                                             f" {source or 'every source JPEG'}")
                     offset = extent[0] if extent else 0
                     value = JPEG_INDEX.pack(offset, entry.size, sha, crc) + path
-                    txn.put(ID.pack(image_id), value, db=db)
+                    if not txn.put(ID.pack(image_id), value, db=db, overwrite=False):
+                        raise VGFSError(f"{image}: image {image_id} is there twice")
+                    indexed += 1
                     row = self.sizes.index(image_id)
                     if row is not None:
                         self.sizes.set(row, len(FILES) - 1, entry.size)
                     bar.update()
-                    if len(seen) % COMMIT_EVERY == 0:
+                    if indexed % COMMIT_EVERY == 0:
                         txn.commit()
+                        if indexed % REMAP_EVERY == 0:
+                            self._remap()
+                            db = self.dbs["jpegs"]
                         txn = self.env.begin(write=True)
             txn.commit()
         except SquashFSError as e:
@@ -638,14 +718,10 @@ class _Builder:
             raise
         finally:
             os.close(fd)
-        if jpegs is not None and len(seen) != len(jpegs):
-            raise VGFSError(f"{image}: holds {len(seen)} JPEGs, expected {len(jpegs)}")
-        # Digest in id order, whatever order the image stores the files in.
-        with self.env.begin() as txn:
-            for key, value in txn.cursor(db=db):
-                digest.update(key + value)
+        if jpegs is not None and indexed != len(jpegs):
+            raise VGFSError(f"{image}: holds {indexed} JPEGs, expected {len(jpegs)}")
+        self._count_images(digest)
         self.digests["jpegs"] = digest.hexdigest()
-        self._count_images(seen)
         return {"slow_path": slow}
 
     def _index_existing(self, image: Path) -> dict[str, Any]:
@@ -655,16 +731,84 @@ class _Builder:
         return {"path": str(image), "jpegs": self.counts["jpegs"], "size": image.stat().st_size,
                 "built_with": "existing image, indexed in place", **info}
 
-    def _count_images(self, have: set[int]) -> None:
-        orphans = sorted(i for i in have if self.sizes.index(i) is None)
-        without = len(self.sizes) - (len(have) - len(orphans))
-        self.counts.update(images=len(self.sizes), jpegs=len(have),
-                           images_without_jpeg=without, jpegs_without_annotations=len(orphans))
+    def _count_images(self, digest: Any = None) -> None:
+        """Images without a JPEG and JPEGs without an image, from the index in id order; and
+        the index's digest, in id order whatever order the image stores the files in."""
+        have = orphans = 0
+        first_orphans: list[int] = []
+        for key, value in self._scan("jpegs"):
+            if digest is not None:
+                digest.update(key + value)
+            image_id = ID.unpack(key)[0]
+            have += 1
+            if self.sizes.index(image_id) is None:
+                orphans += 1
+                if len(first_orphans) < 5:
+                    first_orphans.append(image_id)
+        without = len(self.sizes) - (have - orphans)
+        self.counts.update(images=len(self.sizes), jpegs=have,
+                           images_without_jpeg=without, jpegs_without_annotations=orphans)
         if without and have:
             _warn(f"{without} images of image_data.json have no JPEG")
         if orphans:
-            _warn(f"{len(orphans)} JPEGs have no entry in image_data.json (first:"
-                  f" {sorted(orphans)[:5]}); stored, but not shown in the mount")
+            _warn(f"{orphans} JPEGs have no entry in image_data.json (first:"
+                  f" {first_orphans}); stored, but not shown in the mount")
+
+
+class _SourceJpegs:
+    """Where each source JPEG is, at 8 bytes an image: each folder with the sorted ids of its
+    <id>.jpg files. A dict of paths grew the build by ~200 bytes an image."""
+
+    def __init__(self) -> None:
+        self.folders: list[tuple[Path, array[int]]] = []
+
+    def __len__(self) -> int:
+        return sum(len(ids) for _, ids in self.folders)
+
+    def path(self, image_id: int) -> str | None:
+        for folder, ids in self.folders:
+            i = bisect_left(ids, image_id)
+            if i < len(ids) and ids[i] == image_id:
+                return os.path.join(folder, f"{image_id}.jpg")
+        return None
+
+    def add(self, folder: Path, ids: array[int]) -> None:
+        """Add a folder's sorted ids; an id already in another folder is an error."""
+        for image_id in ids:
+            other = self.path(image_id)
+            if other is not None:
+                raise VGFSError(f"{folder / f'{image_id}.jpg'}: image {image_id} also at {other}")
+        self.folders.append((folder, ids))
+
+
+def _folder_jpegs(folder: Path) -> array[int]:
+    """The sorted ids of an images folder, which must hold only files named <id>.jpg."""
+    ids = array("Q")
+    with os.scandir(folder) as it:
+        for e in it:
+            label = os.path.join(folder, e.name)
+            if e.is_symlink():
+                raise VGFSError(f"{label}: is a symbolic link; the images folder must hold the"
+                                " JPEG files themselves")
+            if not e.is_file(follow_symlinks=False):
+                raise VGFSError(f"{label}: unexpected entry in the images folder; it must hold"
+                                " only files named <image_id>.jpg")
+            m = JPEG_NAME.fullmatch(e.name)
+            if m is None:
+                raise VGFSError(f"{label}: not named <image_id>.jpg; every file in an images"
+                                " folder must be a JPEG named by its image id")
+            ids.append(int(m[1]))
+    return array("Q", sorted(ids))
+
+
+def _read_run(path: Path) -> Iterator[tuple[bytes, array[int]]]:
+    """A postings run's (key, image ids) in key order."""
+    with open(path, "rb", buffering=1 << 16) as f:
+        while head := f.read(_RUN_HEAD.size):
+            size, count = _RUN_HEAD.unpack(head)
+            key, ids = f.read(size), array("Q")
+            ids.fromfile(f, count)
+            yield key, ids
 
 
 def _zip_jpegs(zpath: Path) -> Iterator[tuple[int, str]]:

@@ -7,7 +7,9 @@ The format (written by build.py, defined here so that both sides share one defin
         <kind>          8-byte big-endian image id -> the entry as compact JSON (served as is)
         dirs            image id -> DIR_SIZES: the size of each of the image's files
         sums            kind byte + image id -> crc32 of that entry, for `verify`
-        files           release file name -> the whole file's bytes, as released
+        files           release file name -> its size (WHOLE_SIZE); name + NUL + chunk
+                        number (4-byte big-endian) -> its bytes, as released, in WHOLE_CHUNK
+                        pieces: neither the build nor a read ever holds a whole file
         jpegs           image id -> JPEG_INDEX (offset, size, sha256, crc32) [+ path in the image]
         view_*          the query views' inverted indexes (see query.py)
     images.sqfs         SquashFS image of the JPEGs, unless the manifest names another one
@@ -34,7 +36,7 @@ from vgfs.errors import VGFSError
 from vgfs.release import PER_IMAGE
 from vgfs.squashfs import SquashFSError, SquashFSImage
 
-FORMAT = 1
+FORMAT = 2  # 2: whole files stored in chunks
 KINDS = tuple(PER_IMAGE)  # ("meta", "objects", ...): each a named database and a file kind
 KIND_CODE = {k: i for i, k in enumerate(KINDS)}
 ID = struct.Struct(">Q")
@@ -57,6 +59,10 @@ class JpegIndex(NamedTuple):
 FILES = (*KINDS, "jpeg")
 DIR_SIZES = struct.Struct(f"<{len(FILES)}I")
 ABSENT = 0xFFFFFFFF
+WHOLE_CHUNK = 1 << 20
+WHOLE_SIZE = struct.Struct("<Q")
+_CHUNK_NO = struct.Struct(">I")
+
 DB_NAMES = (*KINDS, "dirs", "sums", "files", "jpegs", "view_ids", "view_names", "view_pos")
 DUPSORT = {"view_ids"}  # many image ids per key, kept sorted by LMDB
 MAX_DBS = len(DB_NAMES) + 8
@@ -64,6 +70,11 @@ MAX_DBS = len(DB_NAMES) + 8
 
 def sum_key(kind: str, image_id: int) -> bytes:
     return bytes([KIND_CODE[kind]]) + ID.pack(image_id)
+
+
+def chunk_key(name: str, chunk: int) -> bytes:
+    """The key of a whole file's `chunk`-th piece."""
+    return name.encode() + b"\0" + _CHUNK_NO.pack(chunk)
 
 
 class Dataset:
@@ -134,8 +145,44 @@ class Dataset:
         data = self.record(kind, image_id)
         return None if data is None else orjson.loads(data)
 
-    def whole_file(self, name: str) -> memoryview | None:
-        return self._txn().get(name.encode(), db=self.dbs["files"])
+    def whole_size(self, name: str) -> int | None:
+        """The size of a whole-dataset file (or a view's counts.json), None when absent."""
+        raw = self._txn().get(name.encode(), db=self.dbs["files"])
+        return None if raw is None else WHOLE_SIZE.unpack(raw)[0]
+
+    def whole_range(self, name: str, off: int, size: int) -> bytes | memoryview:
+        """Bytes [off, off+size) of a whole file: zero-copy unless they span two chunks."""
+        txn, db = self._txn(), self.dbs["files"]
+        pieces = []
+        while size > 0:
+            chunk, start = divmod(off, WHOLE_CHUNK)
+            data = txn.get(chunk_key(name, chunk), db=db)
+            if data is None:
+                if off < (self.whole_size(name) or 0):
+                    raise VGFSError(f"{name}: piece {chunk} is missing from the annotation"
+                                    " database")
+                break  # at or past the end
+            piece = data[start:start + size]
+            if not piece:
+                break
+            pieces.append(piece)
+            off, size = off + len(piece), size - len(piece)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def whole_chunks(self, name: str) -> Iterator[memoryview]:
+        """A whole file's pieces in order."""
+        txn, db = self._txn(), self.dbs["files"]
+        for chunk in range(-(-(self.whole_size(name) or 0) // WHOLE_CHUNK)):
+            data = txn.get(chunk_key(name, chunk), db=db)
+            if data is None:
+                raise VGFSError(f"{name}: piece {chunk} is missing from the annotation database")
+            yield data
+
+    def whole_file(self, name: str) -> bytes | None:
+        """A whole file's bytes (for small files and tests: the mount reads ranges)."""
+        if self.whole_size(name) is None:
+            return None
+        return b"".join(self.whole_chunks(name))
 
     def dir_sizes(self, image_id: int) -> tuple[int, ...] | None:
         """Sizes of the image's files in FILES order (ABSENT: no such file), or None when
@@ -285,8 +332,14 @@ def verify(ds: Dataset, report: Callable[[str], None],
             if digests.get(kind) != digest.hexdigest():
                 fail(f"{kind}: records differ from the manifest's digest")
         for name in ds.whole_files:
-            data = ds.whole_file(name)
-            if data is None or hashlib.sha256(data).hexdigest() != digests.get("file:" + name):
+            digest = hashlib.sha256()
+            try:
+                for data in ds.whole_chunks(name):
+                    digest.update(data)
+            except VGFSError as e:
+                fail(str(e))
+                continue
+            if ds.whole_size(name) is None or digest.hexdigest() != digests.get("file:" + name):
                 fail(f"{name}: does not match the manifest's sha256")
         digest = hashlib.sha256()
         for key, value in txn.cursor(db=ds.dbs["jpegs"]):

@@ -205,7 +205,7 @@ class Operations(pyfuse3.Operations):
         node = self._node(fh)
         if node.what != "jpeg":
             self.stats.backend["lmdb_reads"] += 1
-            return memoryview(self.views.content(node))[off:off + size]
+            return self.views.read(node, off, size)
         data = self.cache.get(node.ino)
         if data is None:
             extent = self.views.jpeg_extent(node)

@@ -6,6 +6,7 @@ with ijson, so memory stays bounded whatever the release size; nothing here load
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import io
 import re
@@ -168,8 +169,10 @@ class _CountingReader(io.RawIOBase):
     """Counts and hashes the bytes handed to the parser, so errors can name a byte offset."""
 
     def __init__(self, raw: IO[bytes], on_read: Callable[[int], object] | None = None,
-                 guard: _DepthGuard | None = None) -> None:
+                 guard: _DepthGuard | None = None,
+                 sink: Callable[[bytes], object] | None = None) -> None:
         self.raw, self.offset, self.on_read, self.guard = raw, 0, on_read, guard
+        self.sink = sink  # also gets every byte, in order
         self.hash = hashlib.sha256()
 
     def readable(self) -> bool:
@@ -182,6 +185,8 @@ class _CountingReader(io.RawIOBase):
         b[: len(data)] = data
         self.offset += len(data)
         self.hash.update(data)
+        if self.sink:
+            self.sink(data)
         if self.on_read:
             self.on_read(len(data))
         return len(data)
@@ -315,47 +320,62 @@ def stream_entries(src: Source, kind: str, on_read: Callable[[int], object] | No
     src.version = _version(src)
 
 
-def read_whole(src: Source) -> bytes:
-    """The file's bytes, checked to be well-formed JSON by streaming (alias files are text)."""
-    try:
-        with src.open() as f:
-            data = f.read()
-    except OSError as e:
-        raise VGFSError(f"{src.label}: cannot read: {e.strerror or e}") from e
-    except (zipfile.BadZipFile, EOFError) as e:
-        raise VGFSError(f"{src.label}: corrupt zip data") from e
-    if src.name.endswith(".json"):
-        reader = _CountingReader(io.BytesIO(data))
-        top_level = depth = 0
-        top = None
+def stream_whole(src: Source, sink: Callable[[bytes], object]) -> None:
+    """Hand the file's bytes to `sink` piece by piece, never holding it whole, checking as they
+    pass that they are well-formed JSON (alias files: UTF-8 text). Records its size, sha256,
+    entries and version on `src`."""
+    top_level = 0
+    with src.open() as raw:
+        reader = _CountingReader(raw, sink=sink)
         try:
-            # Count the entries of the top-level array or object as they stream past.
-            for event, _ in ijson.basic_parse(io.BufferedReader(reader, READ_SIZE),
-                                              buf_size=READ_SIZE):
-                top = top or event
-                if depth == 1 and (event == "map_key" if top == "start_map"
-                                   else event not in ("end_array",)):
-                    top_level += 1
-                if event in ("start_map", "start_array"):
-                    depth += 1
-                elif event in ("end_map", "end_array"):
-                    depth -= 1
+            if src.name.endswith(".json"):
+                top_level = _count_top_level(reader)
+            else:
+                text = codecs.getincrementaldecoder("utf-8")()
+                buf = bytearray(READ_SIZE)
+                while n := reader.readinto(buf):
+                    top_level += buf.count(b"\n", 0, n)
+                    text.decode(bytes(buf[:n]))
+                text.decode(b"", final=True)
         except ijson.JSONError as e:
             raise VGFSError(f"{src.label}: malformed JSON near byte {reader.offset}:"
                             f" {_first_line(e)}") from e
         except UnicodeDecodeError as e:
             raise VGFSError(f"{src.label}: invalid UTF-8 near byte {reader.offset}") from e
-    else:
-        try:
-            data.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise VGFSError(f"{src.label}: invalid UTF-8 at byte {e.start}") from e
+        except OSError as e:
+            raise VGFSError(f"{src.label}: read failed near byte {reader.offset}:"
+                            f" {e.strerror or e}") from e
+        except (zipfile.BadZipFile, EOFError) as e:
+            raise VGFSError(f"{src.label}: corrupt zip data near byte {reader.offset}") from e
     if not src.entries:  # image_data.json was counted when its entries were streamed
-        src.entries = top_level if src.name.endswith(".json") else data.count(b"\n")
-    src.size, src.sha256 = len(data), hashlib.sha256(data).hexdigest()
+        src.entries = top_level
+    src.size, src.sha256 = reader.offset, reader.hash.hexdigest()
     if src.version == "unknown":  # image_data.json was versioned by its streamed entries
         src.version = "1.4" if src.name.endswith("_alias.txt") else "1.2"
-    return data
+
+
+def _count_top_level(reader: _CountingReader) -> int:
+    """Parse the JSON as it streams past, counting the entries of its top-level array or
+    object."""
+    top_level = depth = 0
+    top = None
+    for event, _ in ijson.basic_parse(io.BufferedReader(reader, READ_SIZE), buf_size=READ_SIZE):
+        top = top or event
+        if depth == 1 and (event == "map_key" if top == "start_map"
+                           else event not in ("end_array",)):
+            top_level += 1
+        if event in ("start_map", "start_array"):
+            depth += 1
+        elif event in ("end_map", "end_array"):
+            depth -= 1
+    return top_level
+
+
+def read_whole(src: Source) -> bytes:
+    """A small file's bytes (the alias files), checked like `stream_whole` checks them."""
+    pieces: list[bytes] = []
+    stream_whole(src, pieces.append)
+    return b"".join(pieces)
 
 
 def _first_line(e: Exception) -> str:

@@ -115,19 +115,19 @@ class Tree:
             root.append(Node(BY_ID, "by-id"))
             names.append(b"by-id")
         for name in WHOLE_FILES:
-            data = dataset.whole_file(name) if name in dataset.whole_files else None
-            if data is not None:
+            size = dataset.whole_size(name) if name in dataset.whole_files else None
+            if size is not None:
                 root.append(Node(WHOLE_BASE + WHOLE_FILES.index(name), "whole", name=name,
-                                 size=len(data)))
+                                 size=size))
                 names.append(name.encode())
         self._counts: dict[str, Node] = {}
         for v, view in enumerate(VIEWS):
-            counts = dataset.whole_file(f"{view}/counts.json")
+            counts = dataset.whole_size(f"{view}/counts.json")
             if dataset.manifest.get("views", {}).get(view) and counts is not None:
                 root.append(Node(VIEW_BASE + v, "view", name=view))
                 names.append(view.encode())
                 self._counts[view] = Node(COUNTS_BASE + v, "counts", name=view,
-                                          size=len(counts))
+                                          size=counts)
         self._root = list(zip(names, root, strict=True))
         self._root_by_name = dict(self._root)
         self._fixed = {n.ino: n for n in root + list(self._counts.values())}

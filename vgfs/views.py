@@ -45,8 +45,17 @@ class Views:
             raise VGFSError(f"image {node.image_id}: JPEG bytes in {self.ds.images_path.name}"
                             " do not match their checksum")
 
+    def read(self, node: Node, off: int, size: int) -> bytes | memoryview:
+        """Bytes [off, off+size) of a file other than a JPEG. Raises VGFSError when its
+        backing data is damaged."""
+        if node.what in ("whole", "counts"):
+            name = node.name if node.what == "whole" else f"{node.name}/counts.json"
+            return self.ds.whole_range(name, off, size)
+        return memoryview(self.content(node))[off:off + size]
+
     def content(self, node: Node) -> bytes | memoryview:
-        """The whole file. Raises VGFSError when its backing data is damaged."""
+        """The whole file (not for whole-dataset files, which are read by range). Raises
+        VGFSError when its backing data is damaged."""
         what = node.what
         if what in ("record", "by-id-file"):
             data = self.ds.record(node.name, node.image_id)
@@ -55,12 +64,6 @@ class Views:
             if not self.pretty:
                 return data
             return self.cache.get_or_make(node.ino, lambda: _pretty(data, node))
-        if what in ("whole", "counts"):
-            name = node.name if what == "whole" else f"{node.name}/counts.json"
-            data = self.ds.whole_file(name)
-            if data is None:
-                raise VGFSError(f"{name}: missing from the annotation database")
-            return data
         if what == "readme":
             return self._readme
         if what == "jpeg":
