@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import RELEASE, force_unmount, mounted, vgfs
-from vgfs.dataset import FORMAT
+from vgfs.dataset import FORMAT, open_dataset
 from vgfs.mount import mounted_fs
 
 KIND_SOURCES = {
@@ -201,6 +202,13 @@ def test_negative_lookups_are_cached(real_mount: Path) -> None:
     for _ in range(20):
         assert not missing.exists()
     assert lookups() == before
+
+
+def test_warm_reads_every_lookup_record(real_dataset: Path) -> None:
+    """The mount's warm-up pass reads each image's sizes and JPEG index once."""
+    with open_dataset(real_dataset) as ds:
+        counts = ds.manifest["counts"]
+        assert ds.warm(threading.Event()) == counts["images"] + counts["jpegs"]
 
 
 def test_stats(real_mount: Path) -> None:

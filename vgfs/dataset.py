@@ -145,6 +145,23 @@ class Dataset:
         data = self.record(kind, image_id)
         return None if data is None else orjson.loads(data)
 
+    def warm(self, stop: threading.Event) -> int:
+        """Read every page of the databases each lookup touches (dirs, jpegs) once, so that
+        the page cache holds them: the mount reads LMDB on its event loop, where a page fetched
+        from slow storage would hold up every request. Returns the records read; stops early
+        when `stop` is set."""
+        n = 0
+        txn = self.env.begin(buffers=True)
+        try:
+            for name in ("dirs", "jpegs"):
+                for _ in txn.cursor(db=self.dbs[name]).iternext(keys=False, values=True):
+                    n += 1
+                    if n % 1024 == 0 and stop.is_set():
+                        return n
+        finally:
+            txn.abort()
+        return n
+
     def whole_size(self, name: str) -> int | None:
         """The size of a whole-dataset file (or a view's counts.json), None when absent."""
         raw = self._txn().get(name.encode(), db=self.dbs["files"])

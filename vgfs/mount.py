@@ -13,15 +13,19 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from vgfs.errors import VGFSError
+
+if TYPE_CHECKING:
+    from vgfs.dataset import Dataset
 
 log = logging.getLogger("vgfs")
 
@@ -237,6 +241,16 @@ def _stderr_is_journal() -> bool:
     return os.environ.get("JOURNAL_STREAM") == f"{st.st_dev}:{st.st_ino}"
 
 
+def _warm(ds: Dataset, stop: threading.Event) -> None:
+    start = time.monotonic()
+    try:
+        n = ds.warm(stop)
+    except Exception as e:  # noqa: BLE001 - only a cache warm-up: the mount serves without it
+        log.warning("warming the lookup indexes failed: %s", e)
+        return
+    log.info("lookup indexes warm: %d records in %.2f s", n, time.monotonic() - start)
+
+
 def _serve(dataset: str, mp: Path, opts: MountOptions, on_ready: Callable[[], None]) -> None:
     """Mount with pyfuse3 and run the trio loop until unmounted or signalled."""
     import pyfuse3
@@ -278,6 +292,11 @@ def _serve(dataset: str, mp: Path, opts: MountOptions, on_ready: Callable[[], No
             await pyfuse3.main()
             nursery.cancel_scope.cancel()
 
+    # Lookups read LMDB on the loop: fetch the pages they need now, off the loop.
+    stop_warming = threading.Event()
+    warming = threading.Thread(target=_warm, args=(ds, stop_warming), name="vgfs-warm",
+                               daemon=True)
+    warming.start()
     try:
         if opts.metrics_file:
             # Written once before the mount is reported ready: a path that cannot be written
@@ -294,6 +313,8 @@ def _serve(dataset: str, mp: Path, opts: MountOptions, on_ready: Callable[[], No
     finally:
         _notify_systemd("STOPPING=1")
         pyfuse3.close(unmount=True)
+        stop_warming.set()
+        warming.join()  # it reads the environment that close() frees
         ds.close()
         if opts.metrics_file:
             # Gone with the mount: frozen counters in the file would look like a live mount.
