@@ -261,7 +261,6 @@ class _Builder:
         self.runs: list[Path] = []  # the postings spilled so far, each sorted by key
         self.view_keys: dict[tuple[str, str], bytes] = {}
         self.view_seconds = 0.0
-        self.mksquashfs_rss_mb = 0.0
         self.counts: dict[str, Any] = {}
         self.phases: list[dict[str, Any]] = []
         self.digests: dict[str, str] = {}
@@ -343,8 +342,6 @@ class _Builder:
         self._remap()  # drop the map's pages the phase touched
         self.phases.append({"phase": name, "seconds": round(time.monotonic() - start, 2),
                             "peak_rss_mb": round(_peak_rss_mb(), 1)})
-        if name == "images" and self.mksquashfs_rss_mb:
-            self.phases[-1]["mksquashfs_peak_rss_mb"] = self.mksquashfs_rss_mb
 
     # --- annotations ---------------------------------------------------------------------
 
@@ -649,9 +646,6 @@ class _Builder:
         if proc.returncode != 0:
             lines = proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"]
             raise VGFSError(f"{image}: mksquashfs failed: {lines[-1]}")
-        # Its own peak, beside ours: it holds its whole directory tree, ~0.5 KB a file.
-        self.mksquashfs_rss_mb = round(
-            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
 
     def _index_image(self, image: Path, jpegs: _SourceJpegs | None) -> dict[str, int]:
         """Record each JPEG's extent in the image, checking that those bytes are that JPEG:
