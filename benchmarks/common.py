@@ -153,8 +153,12 @@ def drop_caches() -> None:
 
 @contextmanager
 def mounted(system: str, dataset: Path, mountpoint: Path) -> Iterator[Path]:
-    """Mount `dataset` (vgfs) or its images.sqfs (squashfuse_ll, kernel), and unmount it in
-    every case. Only a mount made here is ever unmounted."""
+    """Mount `dataset` (vgfs) or its images.sqfs (squashfuse_ll, kernel, ratarmount), and
+    unmount it in every case. Only a mount made here is ever unmounted.
+
+    ratarmount keeps its index of the image in a file beside the mountpoint, made by the first
+    mount of that dataset and reused by the next, as a user's would be (the index is
+    ratarmount's counterpart of `vgfs build`)."""
     freeze_vgfs()
     mountpoint.mkdir(parents=True, exist_ok=True)
     if mounted_fs(mountpoint) is not None:
@@ -167,6 +171,10 @@ def mounted(system: str, dataset: Path, mountpoint: Path) -> Iterator[Path]:
         cmd, umount = ["squashfuse_ll", image, mp], ["fusermount3", "-u", mp]
     elif system == "kernel":
         cmd, umount = ["mount", "-t", "squashfs", "-o", "loop,ro", image, mp], ["umount", mp]
+    elif system == "ratarmount":
+        index = mountpoint.parent / f"{mountpoint.name}-{dataset.name}.index.sqlite"
+        cmd = [sys.executable, "-m", "ratarmount", "--index-file", str(index), image, mp]
+        umount = ["fusermount3", "-u", mp]
     else:
         raise ValueError(system)
     try:

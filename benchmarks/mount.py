@@ -1,10 +1,16 @@
-"""Mount benchmark: reading JPEGs through vgfs against squashfuse_ll and the kernel's squashfs,
-and walking the namespace with find and ls.
+"""Mount benchmark: reading every JPEG, and walking the namespace (find, ls -l, du), through
+vgfs against what a user would do otherwise.
 
-All three read the same images.sqfs, in one run, interleaved (the order of the systems rotates
-from run to run), so that a drift of the machine hits each of them alike. Cold runs drop the
-caches on a fresh mount; the warm run is a second pass on that mount. Files are read in the
-order their bytes sit in the image, and split into contiguous slices among the reader processes.
+JPEG reads compare vgfs with squashfuse_ll, the kernel's squashfs and ratarmount, all four on
+the same images.sqfs, and with the same files extracted onto local disk. Walks compare vgfs
+with the three mounts of the full-scale images.sqfs. All systems run in one run, interleaved
+(the order rotates from run to run), so that a drift of the machine hits each of them alike.
+Cold: a fresh mount with the caches dropped (for the extracted files, the caches dropped).
+Warm: a second pass on that mount. Files are read in the order their bytes sit in the image,
+and split into contiguous slices among the reader processes.
+
+Where vgfs misses a target, a py-spy profile of its daemon during a warm 1-reader pass, and
+during a cold find, is kept beside the tables.
 """
 
 from __future__ import annotations
@@ -13,34 +19,51 @@ import argparse
 import json
 import multiprocessing
 import os
+import re
+import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from multiprocessing.queues import SimpleQueue
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from benchmarks import common
 from vgfs.mount import read_stats
 
-SYSTEMS = ("vgfs", "squashfuse_ll", "kernel")
-READERS = (1, 4)
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+SYSTEMS = ("vgfs", "squashfuse_ll", "kernel", "ratarmount", "extracted")
+WALK_SYSTEMS = SYSTEMS[:4]  # extracted files on disk are no image: nothing to compare there
+READERS = (1, 4, 16)
 MODES = ("cold", "warm")
+WALKS = ("find", "ls -l", "du")
 JPEG_IMAGES = 20_000  # the real-JPEG dataset
-FULL_IMAGES = 108_077  # the full-scale dataset, for find and ls
-QUICK_FILES = 3_000
-WALK_RUNS = 3  # a full-scale find takes minutes
+FULL_IMAGES = 108_077  # the full-scale dataset, for the walks
+QUICK_IMAGES = 2_000  # --quick: both parts on one small real-JPEG dataset
+RUNS = 3
+WALK_BUDGET = 240.0  # seconds per (walk, system): a slow one gets fewer runs, at least one
+PROFILE_SECONDS = 20.0  # 5 with --quick
 CHUNK = 1 << 20
 TARGETS = {  # (mode, readers, anchor): least ratio of vgfs throughput to the anchor's
-    ("cold", 1, "squashfuse_ll"): 1.0,
-    ("cold", 4, "squashfuse_ll"): 1.0,
+    **{("cold", r, "squashfuse_ll"): 1.0 for r in READERS},
     ("cold", 4, "kernel"): 0.7,
-    ("warm", 1, "squashfuse_ll"): 1.2,
-    ("warm", 4, "squashfuse_ll"): 1.2,
+    **{("cold", r, "ratarmount"): 3.0 for r in READERS},
+    **{("warm", r, "squashfuse_ll"): 1.2 for r in READERS},
 }
 FIND_TARGET = 200_000  # entries/s
-LS_TARGET = 1.0  # seconds
+FIND_RATARMOUNT = 2.0  # vgfs's find over ratarmount's
 
+
+# --- JPEG reads --------------------------------------------------------------------------
 
 def _read_files(paths: list[str]) -> int:
     """Read each file whole, as a loader does: open, read 1 MiB chunks to EOF, close."""
@@ -93,7 +116,7 @@ def read_pass(paths: list[str], readers: int) -> tuple[float, int]:
     return seconds, sum(n for n, _ in results)
 
 
-def jpeg_files(dataset: Path, mountpoint: Path, limit: int | None) -> tuple[list[str], int]:
+def jpeg_files(dataset: Path, mountpoint: Path) -> tuple[list[str], int]:
     """The JPEGs' paths inside the image, in the order of their bytes in it (mksquashfs sorts
     each directory by name), and their total size."""
     files, total = [], 0
@@ -105,28 +128,40 @@ def jpeg_files(dataset: Path, mountpoint: Path, limit: int | None) -> tuple[list
                     path = os.path.join(root, name)
                     files.append(os.path.relpath(path, mp))
                     total += os.path.getsize(path)
-                    if limit and len(files) == limit:
-                        return files, total
     return files, total
 
 
-def _paths(system: str, mp: Path, files: list[str]) -> list[str]:
-    if system == "vgfs":
-        return [f"{mp}/images/{os.path.basename(f)[:-4]}/image.jpg" for f in files]
-    return [f"{mp}/{f}" for f in files]
+@contextmanager
+def _opened(system: str, dataset: Path, extracted: Path, mountpoint: Path) -> Iterator[Path]:
+    """The root to read `system` at: a fresh mount, or the folder of extracted files."""
+    if system == "extracted":
+        yield extracted
+    else:
+        with common.mounted(system, dataset, mountpoint) as mp:
+            yield mp
 
 
-def bench_reads(dataset: Path, files: list[str], total: int, runs: int, tmp: Path
-                ) -> tuple[dict[str, list[float]], dict[str, object]]:
+def _paths(system: str, root: Path, files: list[str]) -> list[str]:
+    if system in ("vgfs", "extracted"):
+        return [f"{root}/images/{os.path.basename(f)[:-4]}/image.jpg" for f in files]
+    return [f"{root}/{f}" for f in files]
+
+
+def _rotated(systems: tuple[str, ...], run: int) -> tuple[str, ...]:
+    k = run % len(systems)
+    return systems[k:] + systems[:k]
+
+
+def bench_reads(dataset: Path, extracted: Path, files: list[str], total: int, runs: int,
+                tmp: Path) -> tuple[dict[str, list[float]], dict[str, object]]:
     """Seconds per (mode, readers, system) over `runs` interleaved runs; vgfs's own counters."""
     samples: dict[str, list[float]] = {}
     counters: dict[str, object] = {}
     for run in range(runs):
-        order = SYSTEMS[run % 3:] + SYSTEMS[:run % 3]
         for readers in READERS:
-            for system in order:
-                with common.mounted(system, dataset, tmp / system) as mp:
-                    paths = _paths(system, mp, files)
+            for system in _rotated(SYSTEMS, run):
+                with _opened(system, dataset, extracted, tmp / system) as root:
+                    paths = _paths(system, root, files)
                     common.drop_caches()
                     for mode in MODES:
                         seconds, got = read_pass(paths, readers)
@@ -136,153 +171,332 @@ def bench_reads(dataset: Path, files: list[str], total: int, runs: int, tmp: Pat
                         common.log(f"run {run + 1}/{runs}: {system}, {readers} reader(s),"
                                    f" {mode}: {len(files) / seconds:,.0f} files/s")
                     if system == "vgfs":
-                        counters[f"{readers} readers"] = read_stats(str(mp))
+                        counters[f"{readers} readers"] = read_stats(str(root))
     return samples, counters
 
 
-def _timed_shell(command: str) -> tuple[float, int]:
+# --- namespace walks ---------------------------------------------------------------------
+
+def _walk_command(walk: str, system: str, mp: Path) -> list[str]:
+    """`find MP`, `ls -l` of the directories that hold one entry per image (vgfs: images/;
+    the images.sqfs mounts: the VG_100K* folders of JPEGs), `du -s MP`.
+
+    find runs as `find MP -printf %y`: it makes the very calls `find MP -type f` makes (the
+    type comes from readdir, no stat), and prints each entry's type letter, so that one pass
+    counts both the files that `-type f` prints and every entry walked."""
+    if walk == "find":
+        return ["find", str(mp), "-printf", "%y"]
+    if walk == "du":
+        return ["du", "-s", str(mp)]
+    dirs = [mp / "images"] if system == "vgfs" else sorted(p for p in mp.iterdir() if p.is_dir())
+    return ["ls", "-l", *map(str, dirs)]
+
+
+def _timed(cmd: list[str]) -> tuple[float, str]:
     t0 = time.perf_counter()
-    out = subprocess.run(["bash", "-c", f"set -o pipefail; {command}"], capture_output=True,
-                         text=True, check=True).stdout
-    return time.perf_counter() - t0, int(out)
+    out = common.run(cmd).stdout
+    return time.perf_counter() - t0, out
 
 
-def bench_walks(dataset: Path, runs: int, tmp: Path) -> dict[str, list[float]]:
-    """`ls images | wc -l` and `find -type f | wc -l`, each on a fresh mount with caches
-    dropped (cold), then again on that mount (warm). Values: seconds, then entries. find also
-    lists the query views' symlinks, which it does not print: their number is counted once,
-    untimed, so that the rate of entries walked can be told from the rate of files printed."""
+def _entries(walk: str, out: str) -> list[int]:
+    """[entries printed, entries walked] from the output of find or ls -l."""
+    if walk == "find":
+        return [out.count("f"), len(out)]
+    n = sum(line[:1] in ("-", "d", "l") for line in out.splitlines())
+    return [n, n]
+
+
+def bench_walks(dataset: Path, runs: int, tmp: Path
+                ) -> tuple[dict[str, list[float]], dict[str, list[int]], dict[str, object]]:
+    """Seconds per (walk, mode, system), each run on a fresh mount with caches dropped (cold)
+    then again on that mount (warm); (entries printed, entries walked) per (walk, system),
+    du's taken from find's walk; vgfs's own counters after each walk. A (walk, system) whose
+    runs would exceed WALK_BUDGET seconds gets no more of them (it always gets one)."""
     samples: dict[str, list[float]] = {}
-    commands = {"ls": "ls {mp}/images | wc -l", "find": "find {mp} -type f | wc -l"}
+    counts: dict[str, list[int]] = {}
+    counters: dict[str, object] = {}
+    spent: defaultdict[str, float] = defaultdict(float)
     for run in range(runs):
-        for name, command in commands.items():
-            with common.mounted("vgfs", dataset, tmp / "vgfs") as mp:
-                common.drop_caches()
-                for mode in MODES:
-                    seconds, entries = _timed_shell(command.format(mp=mp))
-                    samples.setdefault(f"{name} {mode}", []).append(seconds)
-                    samples[f"{name} entries"] = [entries]
-                    common.log(f"run {run + 1}/{runs}: {name} {mode}: {entries:,} entries in"
-                               f" {seconds:.2f} s")
-                if name == "find" and run == 0:
-                    samples["find walked"] = [_timed_shell(f"find {mp} | wc -l")[1] - 1]
-    return samples
+        for walk in WALKS:
+            for system in _rotated(WALK_SYSTEMS, run):
+                key = f"{walk} {system}"
+                done = len(samples.get(f"{walk} cold {system}", []))
+                if done and spent[key] / done * (done + 1) > WALK_BUDGET:
+                    continue
+                t0 = time.perf_counter()
+                with common.mounted(system, dataset, tmp / system) as mp:
+                    cmd = _walk_command(walk, system, mp)
+                    common.drop_caches()
+                    for mode in MODES:
+                        seconds, out = _timed(cmd)
+                        samples.setdefault(f"{walk} {mode} {system}", []).append(seconds)
+                        # du prints a sum: it walks what find walks
+                        counts[key] = ([counts[f"find {system}"][1]] * 2 if walk == "du"
+                                       else _entries(walk, out))
+                        common.log(f"run {run + 1}/{runs}: {key} {mode}: {counts[key][0]:,}"
+                                   f" entries in {seconds:.2f} s")
+                    if system == "vgfs":
+                        counters[walk] = read_stats(str(mp))
+                spent[key] += time.perf_counter() - t0
+    return samples, counts, counters
 
 
-def _paired(reads: dict[str, list[float]], workload: str, anchor: str
-            ) -> tuple[float, float, float]:
-    """Median, least and greatest of vgfs's throughput over the anchor's, run by run."""
-    ratios = [a / v for v, a in zip(reads[f"{workload} vgfs"], reads[f"{workload} {anchor}"],
-                                    strict=True)]
-    return common.median(ratios), min(ratios), max(ratios)
+# --- profiles ----------------------------------------------------------------------------
+
+def profile(mp: Path, workload: Callable[[], None]) -> str:
+    """Top frames of the vgfs daemon serving `mp` while `workload` runs, sampled by py-spy:
+    the lines most samples were in, and the functions most samples were in or below."""
+    pid = read_stats(str(mp))["pid"]
+    spy = shutil.which("py-spy", path=f"{Path(sys.executable).parent}{os.pathsep}"
+                       f"{os.environ.get('PATH', '')}")
+    if spy is None:
+        raise RuntimeError("py-spy is not installed: pip install -e '.[bench]'")
+    with tempfile.NamedTemporaryFile("r", suffix=".txt") as raw:
+        # --native: the time pyfuse3 and libfuse spend in C (system calls on /dev/fuse, the
+        # copies of replies) shows, not only the Python frames above it.
+        proc = subprocess.Popen([spy, "record", "-p", str(pid), "--native", "-r", "200", "-f",
+                                 "raw", "-o", raw.name], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(1)  # py-spy says nothing once it samples: give it time to attach
+            if proc.poll() is None:
+                workload()
+        finally:
+            proc.send_signal(signal.SIGINT)  # py-spy writes its samples out and exits
+            err = proc.communicate(timeout=60)[1]
+        stacks = [line.rsplit(" ", 1) for line in raw.read().splitlines() if line]
+    own: Counter[str] = Counter()  # by line
+    below: Counter[str] = Counter()  # by function
+    for stack, n in stacks:
+        frames = stack.split(";")
+        own[frames[-1]] += int(n)
+        below.update(dict.fromkeys((re.sub(r":\d+\)$", ")", f) for f in frames), int(n)))
+    total = sum(own.values())
+    if not total:
+        raise RuntimeError(f"py-spy recorded no samples: {err.strip()}")
+
+    def top(counter: Counter[str]) -> str:
+        return "\n".join(f"{n / total:6.1%}  {frame}" for frame, n in counter.most_common(25))
+
+    return (f"{total:,} samples of the vgfs daemon (pid {pid}), py-spy --native at 200 Hz, idle"
+            " threads left out. py-spy counts trio's EpollIOManager.get_events as busy: it is the"
+            " event loop waiting for the next request.\n\nTop lines by own samples:\n"
+            f"{top(own)}\n\nTop functions by samples in the function or below it:\n"
+            f"{top(below)}\n")
 
 
-def report(files: int, total: int, reads: dict[str, list[float]], walks: dict[str, list[float]],
-           walk_images: int, runs: int) -> tuple[str, object]:
-    med = {k: common.median(v) for k, v in reads.items()}
-    rows, ratio_rows, targets = [], [], []
+def profile_reads(dataset: Path, files: list[str], tmp: Path, seconds: float) -> str:
+    """Profile warm 1-reader passes for `seconds`, after one pass that warms the mount."""
+    with common.mounted("vgfs", dataset, tmp / "vgfs") as mp:
+        paths = _paths("vgfs", mp, files)
+        read_pass(paths, 1)
+
+        def passes() -> None:
+            deadline = time.perf_counter() + seconds
+            while time.perf_counter() < deadline:
+                read_pass(paths, 1)
+
+        return profile(mp, passes)
+
+
+def profile_find(dataset: Path, tmp: Path, seconds: float) -> str:
+    """Profile a cold `find MP -type f` for at most `seconds` (then it is stopped)."""
+    with common.mounted("vgfs", dataset, tmp / "vgfs") as mp:
+        common.drop_caches()
+
+        def find() -> None:
+            with suppress(subprocess.TimeoutExpired):
+                subprocess.run(["find", str(mp), "-type", "f"], stdout=subprocess.DEVNULL,
+                               check=True, timeout=seconds)
+
+        return profile(mp, find)
+
+
+# --- report ------------------------------------------------------------------------------
+
+def _paired(samples: dict[str, list[float]], workload: str, system: str,
+            work: tuple[float, float] = (1.0, 1.0)) -> str:
+    """vgfs's throughput over the system's, the median of the ratios taken within each run
+    (range in brackets); `work` is (vgfs's, the system's) amount done per run. A system run
+    fewer times than the other is paired with the other's runs of the same number."""
+    if system == "vgfs":
+        return "—"
+    ratios = [work[0] / v / (work[1] / a) for v, a in zip(
+        samples[f"{workload} vgfs"], samples[f"{workload} {system}"], strict=False)]
+    if len(ratios) == 1:
+        return f"{ratios[0]:.2f}"
+    return f"{common.median(ratios):.2f} ({min(ratios):.2f}–{max(ratios):.2f})"
+
+
+def _ratio(cell: str) -> float:
+    return float(cell.split()[0])
+
+
+def report_reads(files: int, total: int, reads: dict[str, list[float]], runs: int,
+                 images: int) -> tuple[str, dict[tuple[str, int], dict[str, float]], list]:
+    """The markdown, files/s per (mode, readers) and system, and the targets' rows."""
+    tables, speeds, targets = [], {}, []
     for mode in MODES:
+        rows = []
         for readers in READERS:
-            speed = {}
+            speeds[mode, readers] = {}
             for system in SYSTEMS:
-                s = med[f"{mode} {readers} {system}"]
-                speed[system] = files / s
-                rows.append([mode, readers, system, s, files / s, total / s / 1e6])
-            row: list[object] = [mode, readers, *speed.values()]
-            for anchor in SYSTEMS[1:]:
-                ratio, low, high = _paired(reads, f"{mode} {readers}", anchor)
-                row.append(f"{ratio:.2f} ({low:.2f}–{high:.2f})")
-                want = TARGETS.get((mode, readers, anchor))
-                if want is not None:
-                    targets.append([f"{mode}, {readers} reader(s): vgfs/{anchor} ≥ {want}",
-                                    f"{ratio:.2f}×", common.verdict(ratio >= want)])
-            ratio_rows.append(row)
-    walk_rows = []
-    for name in ("ls", "find"):
-        entries = int(walks[f"{name} entries"][0])
-        for mode in MODES:
-            s = common.median(walks[f"{name} {mode}"])
-            walked = walks["find walked"][0] if name == "find" else entries
-            walk_rows.append([name, mode, entries, s, entries / s, walked / s])
-            if name == "find":
-                rate = entries / s
-                targets.append([f"find, {mode}: ≥ {FIND_TARGET:,} entries/s", f"{rate:,.0f}/s",
-                                common.verdict(rate >= FIND_TARGET)])
-            else:
-                targets.append([f"ls images, {mode}: < {LS_TARGET:.0f} s", f"{s:.2f} s",
-                                common.verdict(s < LS_TARGET)])
+                s = common.median(reads[f"{mode} {readers} {system}"])
+                speeds[mode, readers][system] = files / s
+                rows.append([readers, system, s, files / s, total / s / 1e6,
+                             _paired(reads, f"{mode} {readers}", system)])
+        tables += [f"{mode.capitalize()}:",
+                   common.table(["readers", "system", "median s", "files/s", "MB/s",
+                                 "vgfs ÷ system"], rows)]
+        for (m, readers, anchor), want in TARGETS.items():
+            if m != mode:
+                continue
+            ratio = _ratio(_paired(reads, f"{mode} {readers}", anchor))
+            beside = "" if mode == "cold" else (
+                f" (kernel: {_ratio(_paired(reads, f'{mode} {readers}', 'kernel')):.2f}×)")
+            targets.append([f"JPEG reads, {mode}, {readers} reader(s): vgfs ÷ {anchor} ≥"
+                            f" {want}", f"{ratio:.2f}×{beside}", common.verdict(ratio >= want)])
     md = "\n\n".join([
-        "# Mount benchmark",
-        common.environment(),
-        f"JPEG reads: {files:,} real-size JPEGs ({total / 1e6:,.0f} MB) of a {JPEG_IMAGES:,}-image"
-        f" synthetic release, the same images.sqfs for all three; medians of {runs} interleaved"
-        " runs. Cold: fresh mount, caches dropped. Warm: second pass on that mount.",
-        common.table(["mode", "readers", "system", "median s", "files/s", "MB/s"], rows),
-        "Throughput ratios, vgfs over the anchor: the median of the runs' ratios, each taken"
-        " within one run so that a drift of the machine between runs cancels out (range in"
-        " brackets):",
-        common.table(["mode", "readers", "vgfs files/s", "squashfuse_ll files/s",
-                      "kernel files/s", "vgfs/squashfuse_ll", "vgfs/kernel"], ratio_rows),
-        f"Namespace walks on the vgfs mount of a {walk_images:,}-image dataset (medians of"
-        f" {WALK_RUNS}; cold: fresh mount, caches dropped). Entries: lines printed; walked:"
-        " every entry find lists, the query views' symlinks included:",
-        common.table(["command", "mode", "entries", "median s", "entries/s",
-                      "entries walked/s"], walk_rows),
-        "Targets:",
-        common.table(["target", "measured", "verdict"], targets),
-    ]) + "\n"
-    return md, _plot(ratio_rows, walk_rows)
+        f"JPEG reads: every one of the {files:,} real-size JPEGs ({total / 1e6:,.0f} MB) of a"
+        f" {images:,}-image synthetic release, read whole by 1, 4 and 16 processes; vgfs reads"
+        " `MP/images/<id>/image.jpg`, squashfuse_ll, the kernel and ratarmount the same"
+        " images.sqfs's `MP/VG_100K*/<id>.jpg`, extracted the files on local disk. Medians of"
+        f" {runs} interleaved run(s). vgfs ÷ system: throughput ratio, the median of the ratios"
+        " taken within each run (range in brackets), so that a drift of the machine between"
+        " runs cancels out.",
+        *tables])
+    return md, speeds, targets
 
 
-def _plot(ratio_rows: list[list], walk_rows: list[list]) -> object:
+def report_walks(walks: dict[str, list[float]], counts: dict[str, list[int]], runs: int,
+                 images: int) -> tuple[str, dict[tuple[str, str], dict[str, float]], list]:
+    """The markdown, entries/s per (mode, walk) and system, and the targets' rows."""
+    tables, speeds, targets = [], {}, []
+    for mode in MODES:
+        rows = []
+        for walk in WALKS:
+            speeds[mode, walk] = {}
+            key = f"{walk} {mode}"
+            for system in WALK_SYSTEMS:
+                printed, walked = counts[f"{walk} {system}"]
+                seconds = walks[f"{key} {system}"]
+                s = common.median(seconds)
+                speeds[mode, walk][system] = printed / s
+                ratio = _paired(walks, key, system, (counts[f"{walk} vgfs"][0], printed))
+                rows.append([walk, system, len(seconds), printed, walked, s, printed / s,
+                             walked / s, ratio])
+                if walk == "find" and system == "vgfs":
+                    targets.append([f"find, {mode}: ≥ {FIND_TARGET:,} entries/s",
+                                    f"{printed / s:,.0f}/s",
+                                    common.verdict(printed / s >= FIND_TARGET)])
+                if walk == "find" and system == "ratarmount":
+                    targets.append([f"find, {mode}: vgfs ÷ ratarmount ≥ {FIND_RATARMOUNT}",
+                                    f"{_ratio(ratio):.2f}×",
+                                    common.verdict(_ratio(ratio) >= FIND_RATARMOUNT)])
+        tables += [f"{mode.capitalize()}:",
+                   common.table(["walk", "system", "runs", "entries", "entries walked",
+                                 "median s", "entries/s", "walked/s", "vgfs ÷ system"], rows)]
+    md = "\n\n".join([
+        f"Namespace walks over a {images:,}-image dataset: vgfs on its mount; ratarmount,"
+        " squashfuse_ll and the kernel on the same images.sqfs, which holds only the JPEGs."
+        " find: `find MP -type f` (entries: files printed; walked: every entry, vgfs's query"
+        " views' symlinks included). ls -l: `ls -l MP/images/` on vgfs, `ls -l MP/VG_100K*`"
+        " (the JPEGs) on the others: entries listed. du: `du -s MP`: entries are all it walks."
+        f" Medians of the runs given, at most {runs}: a (walk, system) gets another run only"
+        f" while its runs fit in {WALK_BUDGET / 60:.0f} minutes, so that a slow one gets"
+        " fewer (at least one)."
+        " vgfs ÷ system: ratio of entries/s within each run.",
+        *tables])
+    return md, speeds, targets
+
+
+def _bars(ax: Axes, groups: list[str], speeds: list[dict[str, float]]) -> None:
+    """One group of bars per entry of `groups`, one bar per system."""
+    systems = list(speeds[0])
+    width = 0.8 / len(systems)
+    for i, system in enumerate(systems):
+        xs = [x + (i - (len(systems) - 1) / 2) * width for x in range(len(groups))]
+        ax.bar(xs, [s[system] for s in speeds], width, label=system)
+    ax.set_xticks(range(len(groups)), groups)
+    ax.set_yscale("log")
+
+
+def _plot(speeds: dict, groups: list, labels: list[str], ylabel: str, title: str,
+          find_target: bool = False) -> Figure:
+    """Cold beside warm; with `find_target`, the find target across the find bars."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), width_ratios=[3, 2])
-    labels = [f"{r[0]}\n{r[1]} reader{'s' if r[1] > 1 else ''}" for r in ratio_rows]
-    width = 0.27
-    for i, system in enumerate(SYSTEMS):
-        xs = [x + (i - 1) * width for x in range(len(ratio_rows))]
-        left.bar(xs, [r[2 + i] for r in ratio_rows], width, label=system)
-    left.set_xticks(range(len(ratio_rows)), labels)
-    left.set_yscale("log")
-    left.set_ylabel("JPEG files/s (log)")
-    left.set_title("Reading every JPEG")
-    left.legend()
-    right.bar([f"{r[0]}\n{r[1]}" for r in walk_rows], [r[4] for r in walk_rows],
-              color=["C3", "C3", "C4", "C4"])
-    right.axhline(FIND_TARGET, color="k", ls="--", lw=1, label=f"find target {FIND_TARGET:,}/s")
-    right.set_yscale("log")
-    right.set_ylabel("entries/s (log)")
-    right.set_title("ls images / find, vgfs")
-    right.legend()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
+    for ax, mode in zip(axes, MODES, strict=True):
+        _bars(ax, labels, [speeds[mode, g] for g in groups])
+        ax.set_title(f"{title}, {mode}")
+        if find_target:
+            x = groups.index("find")
+            ax.hlines(FIND_TARGET, x - 0.45, x + 0.45, colors="k", linestyles="--",
+                      label=f"find target {FIND_TARGET:,}/s")
+    axes[0].set_ylabel(ylabel)
+    axes[0].legend(fontsize="small")
     fig.tight_layout()
     return fig
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.mount", description=__doc__)
-    p.add_argument("--quick", action="store_true", help=f"{QUICK_FILES:,} JPEGs, the walks on"
-                   f" the {JPEG_IMAGES:,}-image dataset, 3 runs: a check in a few minutes")
-    p.add_argument("--runs", type=int, help="runs of the JPEG reads (default 5, 3 with --quick)")
+    p.add_argument("--quick", action="store_true", help=f"reads and walks on a {QUICK_IMAGES:,}"
+                   "-image real-JPEG dataset, one run: a check in a minute or two")
+    p.add_argument("--runs", type=int, help=f"runs of each (default {RUNS}, 1 with --quick)")
     args = p.parse_args(argv)
-    runs = args.runs or (3 if args.quick else 5)
+    runs = args.runs or (1 if args.quick else RUNS)
+    seconds = 5.0 if args.quick else PROFILE_SECONDS
     if os.geteuid() != 0:
         raise SystemExit("the mount benchmark needs root: loop mounts and dropping caches")
-    jpeg_ds = common.dataset(JPEG_IMAGES, "real")
-    walk_images = JPEG_IMAGES if args.quick else FULL_IMAGES
+    read_images = QUICK_IMAGES if args.quick else JPEG_IMAGES
+    walk_images = QUICK_IMAGES if args.quick else FULL_IMAGES
+    jpeg_ds = common.dataset(read_images, "real")
+    extracted = common.extracted(read_images, "real")
     walk_ds = jpeg_ds if args.quick else common.dataset(FULL_IMAGES, "small")
+    profiles = {}
     with tempfile.TemporaryDirectory(dir=common.DATA, prefix="mnt-") as tmp:
-        files, total = jpeg_files(jpeg_ds, Path(tmp) / "list",
-                                  QUICK_FILES if args.quick else None)
-        reads, counters = bench_reads(jpeg_ds, files, total, runs, Path(tmp))
-        walks = bench_walks(walk_ds, WALK_RUNS, Path(tmp))
-    md, fig = report(len(files), total, reads, walks, walk_images, runs)
-    out = common.write_results("mount", md, fig, args.quick)
-    raw = {"files": len(files), "bytes": total, "seconds": reads, "walks": walks,
-           "vgfs_stats": counters}
+        files, total = jpeg_files(jpeg_ds, Path(tmp) / "list")
+        reads, counters = bench_reads(jpeg_ds, extracted, files, total, runs, Path(tmp))
+        walks, counts, walk_counters = bench_walks(walk_ds, runs, Path(tmp))
+        reads_md, read_speeds, read_targets = report_reads(len(files), total, reads, runs,
+                                                           read_images)
+        walks_md, walk_speeds, walk_targets = report_walks(walks, counts, runs, walk_images)
+        if any(t[-1] == "FAIL" for t in read_targets):
+            profiles["reads"] = profile_reads(jpeg_ds, files, Path(tmp), seconds)
+        if any(t[-1] == "FAIL" for t in walk_targets):
+            profiles["find"] = profile_find(walk_ds, Path(tmp), seconds)
+    env = common.environment()
+    profiled = {"reads": f"during warm 1-reader passes ({seconds:.0f} s)",
+                "find": f"during a cold find (its first {seconds:.0f} s at most)"}
+    parts = {  # name: title, markdown, targets, profile, plot
+        "mount": ("Mount benchmark: JPEG reads", reads_md, read_targets, "reads",
+                  _plot(read_speeds, list(READERS), [f"{r} reader(s)" for r in READERS],
+                        "JPEG files/s (log)", "Reading every JPEG")),
+        "metadata": ("Metadata benchmark", walks_md, walk_targets, "find",
+                     _plot(walk_speeds, list(WALKS), list(WALKS), "entries/s (log)",
+                           "Walking the namespace", find_target=True)),
+    }
+    for name, (title, md, targets, prof, fig) in parts.items():
+        note = (f"vgfs misses a target: `profile-{prof}.txt` beside this file holds the top"
+                f" frames of its daemon, sampled by py-spy {profiled[prof]}."
+                if prof in profiles else "")
+        out = common.write_results(name, "\n\n".join(filter(None, [
+            f"# {title}", env, md, "Targets:",
+            common.table(["target", "measured", "verdict"], targets), note])) + "\n", fig,
+            args.quick)
+    for prof in profiled:  # a profile of an earlier run would be stale
+        (out / f"profile-{prof}.txt").unlink(missing_ok=True)
+    for prof, text in profiles.items():
+        (out / f"profile-{prof}.txt").write_text(text)
+    raw = {"reads": {"files": len(files), "bytes": total, "seconds": reads,
+                     "vgfs_stats": counters},
+           "walks": {"seconds": walks, "entries printed, walked": counts,
+                     "vgfs_stats": walk_counters}}
     (out / "mount.json").write_text(json.dumps(raw, indent=1) + "\n")
 
 
