@@ -218,7 +218,14 @@ def test_stats(real_mount: Path) -> None:
         assert word in out
     stats = json.loads(vgfs("stats", str(real_mount), "--json").stdout)
     assert stats["backend"]["jpeg_bytes"] >= (RELEASE / "VG_100K/2.jpg").stat().st_size
-    assert "vgfs" not in os.listxattr(real_mount)  # invisible to ls and find
+    # Read from a file that lookup finds and no listing shows: invisible to ls and find.
+    assert ".vgfs-stats" not in os.listdir(real_mount)
+    assert "ops" in json.loads((real_mount / ".vgfs-stats").read_bytes())
+    # No extended attributes at all, so the kernel stops asking for them (ls -l asks for
+    # three on every file).
+    with pytest.raises(OSError) as exc:
+        os.getxattr(real_mount / "images/2/meta.json", "security.selinux")
+    assert exc.value.errno == errno.EOPNOTSUPP
 
 
 def _digest_tree(root: str) -> dict[str, str]:

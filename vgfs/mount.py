@@ -467,15 +467,17 @@ def umount(mountpoint: str, timeout: float = 10.0) -> None:
 
 
 def read_stats(mountpoint: str) -> dict[str, Any]:
-    """The live counters of a running mount, from the extended attribute on its root."""
-    from vgfs.fs import STATS_XATTR
+    """The live counters of a running mount, from the unlisted file at its root."""
+    from vgfs.fs import STATS_NAME
 
     try:
-        return orjson.loads(os.getxattr(mountpoint, STATS_XATTR.decode()))
+        return orjson.loads((Path(mountpoint) / STATS_NAME.decode()).read_bytes())
+    except FileNotFoundError:
+        raise VGFSError(f"{mountpoint}: not a vgfs mount") from None
     except OSError as e:
-        if e.errno in (errno.ENODATA, errno.ENOTSUP):
-            raise VGFSError(f"{mountpoint}: not a vgfs mount") from None
         raise VGFSError(f"{mountpoint}: cannot read stats: {e.strerror}") from None
+    except orjson.JSONDecodeError:
+        raise VGFSError(f"{mountpoint}: not a vgfs mount") from None
 
 
 def setup_logging(level: str = "info") -> None:
