@@ -71,8 +71,8 @@ JPEG_NAME = re.compile(r"(0|[1-9][0-9]{0,17})\.jpg")
 MKSQUASHFS_OPTS = ("-noD", "-no-fragments", "-no-sparse", "-no-duplicates", "-noappend",
                    "-no-xattrs", "-all-root", "-mem", "256M")
 COMMIT_EVERY = 2_000  # entries per LMDB write transaction: its dirty pages sit in memory
-# Every this many entries, buffered query-view postings are written and the LMDB map is
-# remapped: pages the writes touched through the map count as RSS until it is unmapped.
+# Every this many entries the LMDB map is remapped: pages the writes touched through the map
+# count as RSS until it is unmapped.
 REMAP_EVERY = 4_000
 # Buffered query-view postings are spilled to a sorted run file once they take about this
 # much memory (8 bytes an image id, ~200 a name): a fixed buffer, whatever the release size,
@@ -456,7 +456,6 @@ class _Builder:
         ids, its position in its view (names are numbered in sorted order), and each view's
         counts.json. Transactions stay small: their dirty pages sit in memory."""
         self._spill_postings()
-        ids_db, names_db, pos_db = (self.dbs[n] for n in ("view_ids", "view_names", "view_pos"))
         counts = [array("I") for _ in query.VIEWS]  # per view, each name's count by position
         merged = heapq.merge(*map(_read_run, self.runs), key=itemgetter(0))
         txn = self.env.begin(write=True)
@@ -466,18 +465,17 @@ class _Builder:
                 ids = sorted({i for _, part in runs for i in part})
                 view, name = query.VIEWS[key[0]], key[1:]
                 position = len(counts[key[0]])
-                txn.cursor(db=ids_db).putmulti([(key, ID.pack(i)) for i in ids], dupdata=True,
-                                               append=True)
+                dbs = self.dbs  # a remap replaces them
+                txn.cursor(db=dbs["view_ids"]).putmulti([(key, ID.pack(i)) for i in ids],
+                                                        dupdata=True, append=True)
                 txn.put(query.pos_key(view, position), query.COUNT.pack(len(ids)) + name,
-                        db=names_db, append=True)
-                txn.put(key, query.POS.pack(position), db=pos_db, append=True)
+                        db=dbs["view_names"], append=True)
+                txn.put(key, query.POS.pack(position), db=dbs["view_pos"], append=True)
                 counts[key[0]].append(len(ids))
                 pending += len(ids) + 16  # ~8 bytes an id, ~128 a name
                 if pending >= COMMIT_EVERY * 50:  # a few MB of dirty pages
                     txn.commit()
                     self._remap()
-                    ids_db, names_db, pos_db = (self.dbs[n] for n in
-                                                ("view_ids", "view_names", "view_pos"))
                     txn = self.env.begin(write=True)
                     pending = 0
             txn.commit()
