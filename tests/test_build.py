@@ -521,3 +521,14 @@ def test_unknown_format_is_refused(dataset_copy: Path) -> None:
     assert proc.returncode != 0
     line = _error_line(proc.stderr)
     assert "manifest.json" in line and "99" in line and f"format {FORMAT}" in line, line
+    assert "upgrade vgfs" in line, line
+
+
+def test_older_format_says_rebuild(dataset_copy: Path) -> None:
+    """A dataset from an older vgfs (format 1 stored whole files unchunked) says to rebuild."""
+    manifest = dataset_copy / "manifest.json"
+    m = json.loads(manifest.read_bytes())
+    m["format"] = FORMAT - 1
+    manifest.write_text(json.dumps(m))
+    with pytest.raises(VGFSError, match="rebuild it with `vgfs build`"):
+        vgfs.open_dataset(dataset_copy)

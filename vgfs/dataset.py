@@ -309,8 +309,11 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     if not isinstance(manifest, dict) or "format" not in manifest:
         raise VGFSError(f"{mpath}: not a vgfs manifest (no format version)")
     if manifest["format"] != FORMAT:
+        older = isinstance(manifest["format"], int) and manifest["format"] < FORMAT
         raise VGFSError(f"{mpath}: dataset format {manifest['format']!r} is not supported;"
-                        f" this vgfs reads format {FORMAT}")
+                        f" this vgfs reads format {FORMAT}: "
+                        + ("rebuild it with `vgfs build`" if older
+                           else "it was written by a newer vgfs, so upgrade vgfs"))
     return manifest
 
 
