@@ -169,31 +169,27 @@ class Dataset:
 
     def whole_range(self, name: str, off: int, size: int) -> bytes | memoryview:
         """Bytes [off, off+size) of a whole file: zero-copy unless they span two chunks."""
-        txn, db = self._txn(), self.dbs["files"]
+        end = min(off + size, self.whole_size(name) or 0)
         pieces = []
-        while size > 0:
+        while off < end:
             chunk, start = divmod(off, WHOLE_CHUNK)
-            data = txn.get(chunk_key(name, chunk), db=db)
-            if data is None:
-                if off < (self.whole_size(name) or 0):
-                    raise VGFSError(f"{name}: piece {chunk} is missing from the annotation"
-                                    " database")
-                break  # at or past the end
-            piece = data[start:start + size]
+            piece = self._chunk(name, chunk)[start:start + end - off]
             if not piece:
-                break
+                raise VGFSError(f"{name}: piece {chunk} is shorter than the file's size says")
             pieces.append(piece)
-            off, size = off + len(piece), size - len(piece)
+            off += len(piece)
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     def whole_chunks(self, name: str) -> Iterator[memoryview]:
         """A whole file's pieces in order."""
-        txn, db = self._txn(), self.dbs["files"]
         for chunk in range(-(-(self.whole_size(name) or 0) // WHOLE_CHUNK)):
-            data = txn.get(chunk_key(name, chunk), db=db)
-            if data is None:
-                raise VGFSError(f"{name}: piece {chunk} is missing from the annotation database")
-            yield data
+            yield self._chunk(name, chunk)
+
+    def _chunk(self, name: str, chunk: int) -> memoryview:
+        data = self._txn().get(chunk_key(name, chunk), db=self.dbs["files"])
+        if data is None:
+            raise VGFSError(f"{name}: piece {chunk} is missing from the annotation database")
+        return data
 
     def whole_file(self, name: str) -> bytes | None:
         """A whole file's bytes (for small files and tests: the mount reads ranges)."""
