@@ -9,7 +9,6 @@ whole process tree sampled every 50 ms (Python and mksquashfs at once: what the 
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import subprocess
@@ -209,13 +208,10 @@ def _plot(results: list[dict]) -> object:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.build", description=__doc__)
-    p.add_argument("--quick", action="store_true",
-                   help=f"build {QUICK_SIZES[0]:,} and {QUICK_SIZES[1]:,} images instead of"
-                   f" {FULL_SIZES[0]:,} and {FULL_SIZES[1]:,}")
-    args = p.parse_args(argv)
-    if os.geteuid() != 0:
-        raise SystemExit("the build benchmark needs root to drop the page cache")
+    args = common.arguments(
+        "build", __doc__, argv, f"build {QUICK_SIZES[0]:,} and {QUICK_SIZES[1]:,} images"
+        f" instead of {FULL_SIZES[0]:,} and {FULL_SIZES[1]:,}", "to drop the page cache",
+        runs=None)
     sizes = QUICK_SIZES if args.quick else FULL_SIZES
     md, fig = report([build_once(n) for n in sizes])
     common.write_results("build", md, fig, args.quick)

@@ -9,6 +9,7 @@ worse, measure old code. An entry is only ever renamed into place when complete.
 
 from __future__ import annotations
 
+import argparse
 import atexit
 import hashlib
 import os
@@ -141,6 +142,25 @@ def extracted(images: int, jpeg: str, seed: int = SEED) -> Path:
             run(["cp", "-R", "--preserve=mode,timestamps", str(mp / "images"), str(tmp)])
         os.rename(tmp, path)
     return path
+
+
+def arguments(module: str, doc: str | None, argv: list[str] | None, quick: str, root: str,
+              runs: int | None = 3, quick_runs: int | None = None) -> argparse.Namespace:
+    """The command line every benchmark takes: --quick (`quick` says what it shrinks to) and,
+    unless `runs` is None, --runs (default `runs`, or `quick_runs` with --quick). All of them
+    need root (`root` says for what); --help does not."""
+    p = argparse.ArgumentParser(prog=f"python -m benchmarks.{module}", description=doc,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help=quick)
+    if runs is not None:
+        p.add_argument("--runs", type=int, help=f"runs of each (default {runs}"
+                       + (f", {quick_runs} with --quick)" if quick_runs else ")"))
+    args = p.parse_args(argv)
+    if runs is not None and args.runs is None:
+        args.runs = quick_runs if args.quick and quick_runs else runs
+    if os.geteuid() != 0:
+        raise SystemExit(f"the {module} benchmark needs root: {root}")
+    return args
 
 
 def drop_caches() -> None:

@@ -10,7 +10,6 @@ own; cold runs drop the page cache first, warm runs repeat at once without dropp
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
@@ -346,13 +345,9 @@ def _plot(rows: list[tuple[str, str, float, float]]) -> object:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.first_answer", description=__doc__)
-    p.add_argument("--quick", action="store_true", help=f"a {QUICK_IMAGES:,}-image release:"
-                   " a check in about a minute")
-    p.add_argument("--runs", type=int, default=3, help="runs (default 3)")
-    args = p.parse_args(argv)
-    if os.geteuid() != 0:
-        raise SystemExit("the first-answer benchmark needs root: it drops the page cache")
+    args = common.arguments(
+        "first_answer", __doc__, argv, f"a {QUICK_IMAGES:,}-image release: a check in about a"
+        " minute", "it drops the page cache")
     images = QUICK_IMAGES if args.quick else FULL_IMAGES
     release = common.release(images, "small")
     dataset = common.dataset(images, "small")

@@ -18,7 +18,6 @@ more pass runs with py-spy sampling the daemon, and its top frames go into the r
 
 from __future__ import annotations
 
-import argparse
 import functools
 import importlib.util
 import json
@@ -295,15 +294,10 @@ def _plot(rows: list[list], ratios: list[float]) -> object:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.loader", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help=f"{QUICK_SAMPLES:,} samples of a"
-                   f" {QUICK_IMAGES:,}-image dataset instead of all {FULL_IMAGES:,} of one: a"
-                   " check in about a minute")
-    p.add_argument("--runs", type=int, default=3, help="interleaved runs (default 3)")
-    args = p.parse_args(argv)
-    if os.geteuid() != 0:
-        raise SystemExit("the DataLoader benchmark needs root: mounts and dropping caches")
+    args = common.arguments(
+        "loader", __doc__, argv, f"{QUICK_SAMPLES:,} samples of a {QUICK_IMAGES:,}-image"
+        f" dataset instead of all {FULL_IMAGES:,} of one: a check in about a minute",
+        "mounts and dropping caches")
     images = QUICK_IMAGES if args.quick else FULL_IMAGES
     dataset, extracted = common.dataset(images, "real"), common.extracted(images, "real")
     ids = sorted(int(name) for name in os.listdir(extracted / "images"))

@@ -15,7 +15,6 @@ during a cold find, is kept beside the tables.
 
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing
 import os
@@ -434,15 +433,12 @@ def _plot(speeds: dict, groups: list, labels: list[str], ylabel: str, title: str
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.mount", description=__doc__)
-    p.add_argument("--quick", action="store_true", help=f"reads and walks on a {QUICK_IMAGES:,}"
-                   "-image real-JPEG dataset, one run: a check in a minute or two")
-    p.add_argument("--runs", type=int, help=f"runs of each (default {RUNS}, 1 with --quick)")
-    args = p.parse_args(argv)
-    runs = args.runs or (1 if args.quick else RUNS)
+    args = common.arguments(
+        "mount", __doc__, argv, f"reads and walks on a {QUICK_IMAGES:,}-image real-JPEG"
+        " dataset, one run: a check in a minute or two", "loop mounts and dropping caches",
+        runs=RUNS, quick_runs=1)
+    runs = args.runs
     seconds = 5.0 if args.quick else PROFILE_SECONDS
-    if os.geteuid() != 0:
-        raise SystemExit("the mount benchmark needs root: loop mounts and dropping caches")
     read_images = QUICK_IMAGES if args.quick else JPEG_IMAGES
     walk_images = QUICK_IMAGES if args.quick else FULL_IMAGES
     jpeg_ds = common.dataset(read_images, "real")

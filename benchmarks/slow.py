@@ -15,7 +15,6 @@ squashfuse_ll on the local dataset and the extracted files read directly.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import select
@@ -355,13 +354,9 @@ def _plot(speed: dict[str, float], floor_speed: dict[str, float]) -> object:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.slow", description=__doc__)
-    p.add_argument("--quick", action="store_true", help=f"{QUICK_FILES:,} JPEGs of a"
-                   f" {QUICK_IMAGES:,}-image dataset: a check in a few minutes")
-    p.add_argument("--runs", type=int, default=3, help="runs of each workload (3)")
-    args = p.parse_args(argv)
-    if os.geteuid() != 0:
-        raise SystemExit("the slow-storage benchmark needs root: loop mounts and dropping caches")
+    args = common.arguments(
+        "slow", __doc__, argv, f"{QUICK_FILES:,} JPEGs of a {QUICK_IMAGES:,}-image dataset: a"
+        " check in a few minutes", "loop mounts and dropping caches")
     images = QUICK_IMAGES if args.quick else IMAGES
     dataset = common.dataset(images, "real")
     extracted = common.extracted(images, "real")
