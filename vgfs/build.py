@@ -18,7 +18,6 @@ import subprocess
 import sys
 import time
 import zipfile
-import zlib
 from array import array
 from bisect import bisect_left
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ from typing import Any
 
 import lmdb
 import orjson
+from isal.isal_zlib import crc32
 
 from vgfs import __version__, query
 from vgfs.dataset import (
@@ -673,7 +673,7 @@ class _Builder:
                     extent = entry.extent()
                     if extent is None:
                         data = sq.read(entry)
-                        sha, crc = hashlib.sha256(data).digest(), zlib.crc32(data)
+                        sha, crc = hashlib.sha256(data).digest(), crc32(data)
                         path = entry.path.encode()
                         slow += 1
                     else:
@@ -840,13 +840,13 @@ def _digest_range(fd: int, offset: int, size: int, buf: bytearray) -> tuple[byte
         if n == 0:
             return None
         h.update(view[:n])
-        crc = zlib.crc32(view[:n], crc)
+        crc = crc32(view[:n], crc)
         offset, size = offset + n, size - n
     return h.digest(), crc
 
 
 def _crc(data: bytes) -> bytes:
-    return zlib.crc32(data).to_bytes(4, "big")
+    return crc32(data).to_bytes(4, "big")
 
 
 def _compose(txn: lmdb.Transaction, dbs: dict[str, Any], key: bytes) -> dict[str, Any] | None:

