@@ -244,7 +244,7 @@ class Operations(pyfuse3.Operations):
     def _read_cached(self, node: Node, extent: JpegIndex, off: int,
                      size: int) -> memoryview | None:
         """The chunk, if the page cache holds it. Damaged bytes never reach a reader: a JPEG's
-        first read takes the whole file and checks its CRC-32 (about 50 µs), keeping it in
+        first read takes the whole file and checks its CRC-32 (3 µs for 140 KB), keeping it in
         the LRU for the kernel's next chunk reads; later reads take just the chunk."""
         if node.ino in self.verified:
             return self._read_nowait(extent.offset, extent.size, off, size)
