@@ -144,8 +144,11 @@ def profile_vgfs(dataset: Path, files: list[tuple[str, int]], tmp: Path) -> dict
     with _slow_mount("vgfs", dataset, tmp) as (_, mp):
         common.drop_caches()
         pid = read_stats(str(mp))["pid"]
+        # --nonblocking: py-spy must not stop the daemon to sample it. A stop waits for every
+        # thread to leave the kernel, and one waiting on a page of the FUSE-backed image may
+        # never do so while the daemon is stopped: a --quick run hung there for minutes.
         cmd = [str(spy), "record", "--pid", str(pid), "--rate", str(PROFILE_RATE), "--threads",
-               "--idle", "--format", "raw", "--output", str(out)]
+               "--idle", "--nonblocking", "--format", "raw", "--output", str(out)]
         with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
             try:
                 assert proc.stdout is not None
