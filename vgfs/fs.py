@@ -33,16 +33,13 @@ log = logging.getLogger("vgfs")
 
 TIMEOUT = 24 * 3600.0  # the data never changes while mounted: let the kernel keep everything
 BLKSIZE = 1 << 20  # large st_blksize: cp and friends then read in big chunks
-# The live counters: a file at the root that lookup finds and readdir never lists, so neither
-# ls nor find shows it. Not an extended attribute: answering getxattr at all makes the kernel
-# ask for every file's security and ACL attributes, three round trips an entry of `ls -l`.
-STATS_NAME = b".vgfs-stats"
-STATS_INO = 5  # free in tree.py's numbering
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
 
 
 class Stats:
-    """Live counters, read by `vgfs stats` from the unlisted `.vgfs-stats` at the root."""
+    """Live counters, read by `vgfs stats` from the unlisted `.vgfs-stats` at the root (tree.py).
+    Not an extended attribute: answering getxattr at all makes the kernel ask for every file's
+    security and ACL attributes, three round trips an entry of `ls -l`."""
 
     def __init__(self) -> None:
         self.ops: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0.0])  # n, sum s, max s
@@ -157,16 +154,9 @@ class Operations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.ENOENT)
         return node
 
-    def _stats_attr(self) -> pyfuse3.EntryAttributes:
-        attr = self._file_attr
-        attr.st_ino, attr.st_size, attr.st_blocks = STATS_INO, 0, 0  # made afresh on each read
-        return attr
-
     @_op("lookup")
     async def lookup(self, parent_inode: int, name: bytes,
                      ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        if parent_inode == pyfuse3.ROOT_INODE and name == STATS_NAME:
-            return self._stats_attr()
         try:
             node = self.tree.lookup(parent_inode, name)
         except NameTooLong:
@@ -181,8 +171,6 @@ class Operations(pyfuse3.Operations):
 
     @_op("getattr")
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        if inode == STATS_INO:
-            return self._stats_attr()
         return self._attr(self._node(inode))
 
     async def forget(self, inode_list: list[tuple[int, int]]) -> None:
@@ -209,20 +197,21 @@ class Operations(pyfuse3.Operations):
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         if flags & _WRITE_FLAGS:
             raise pyfuse3.FUSEError(errno.EROFS)
-        if inode == STATS_INO:  # direct_io: read to EOF whatever st_size says, cache nothing
-            return pyfuse3.FileInfo(fh=inode, direct_io=True)
-        if self._node(inode).is_dir:
+        node = self._node(inode)
+        if node.is_dir:
             raise pyfuse3.FUSEError(errno.EISDIR)
+        if node.what == "stats":  # made afresh on each read: read to EOF whatever st_size says
+            return pyfuse3.FileInfo(fh=inode, direct_io=True)
         return pyfuse3.FileInfo(fh=inode, keep_cache=True)
 
     @_op("read")
     async def read(self, fh: int, off: int, size: int) -> bytes | bytearray | memoryview:
         # pyfuse3 takes any buffer: slices of LMDB's map and of cached bytes are not copied.
-        if fh == STATS_INO:
+        node = self._node(fh)
+        if node.what == "stats":
             if off == 0:  # one snapshot per pass, so that a reader in chunks sees one
                 self._stats_blob = orjson.dumps(self.stats.snapshot(self.cache))
             return self._stats_blob[off:off + size]
-        node = self._node(fh)
         if node.what != "jpeg":
             self.stats.backend["lmdb_reads"] += 1
             return self.views.read(node, off, size)

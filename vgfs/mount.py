@@ -468,7 +468,7 @@ def umount(mountpoint: str, timeout: float = 10.0) -> None:
 
 def read_stats(mountpoint: str) -> dict[str, Any]:
     """The live counters of a running mount, from the unlisted file at its root."""
-    from vgfs.fs import STATS_NAME
+    from vgfs.tree import STATS_NAME
 
     try:
         return orjson.loads((Path(mountpoint) / STATS_NAME.decode()).read_bytes())

@@ -4,6 +4,7 @@ Inode numbers are pure functions of what a node is, so they are the same on ever
 same dataset, on every node of a cluster, and need no table in memory:
 
     1                 root                  2  images/        3  by-id/      4  README.txt
+    5                 .vgfs-stats: the mount's live counters, found by lookup, never listed
     8 + v             the v-th query view's directory (by-object/...), 48 + v its counts.json
     16 + i            the i-th whole-dataset file at the root (image_data.json, synsets.json...)
     2**32 + 16*id + c image `id`: c = 0 its directory, 1..7 a JSON kind, 8 image.jpg,
@@ -23,7 +24,9 @@ from vgfs.dataset import ABSENT, FILES, Dataset
 from vgfs.query import LINK_VIEWS, VIEWS
 from vgfs.release import WHOLE_FILES
 
-ROOT, IMAGES, BY_ID, README = 1, 2, 3, 4
+ROOT, IMAGES, BY_ID, README, STATS = 1, 2, 3, 4, 5
+# Unlisted, so ls and find never show it; fs.py fills it with the counters of `vgfs stats`.
+STATS_NAME = b".vgfs-stats"
 VIEW_BASE, COUNTS_BASE = 8, 48
 WHOLE_BASE = 16
 IMAGE_BASE = 1 << 32
@@ -46,12 +49,13 @@ _LISTING = [FILES.index("jpeg")] + [i for i, f in enumerate(FILES) if f != "jpeg
 @dataclass(frozen=True, slots=True)
 class Node:
     """What an inode is. `what`: root, images, by-id, readme, whole (a whole-dataset file),
-    dir (an image), record (a JSON kind of an image), jpeg, by-id-file."""
+    dir (an image), record (a JSON kind of an image), jpeg, by-id-file, view, counts (a view's
+    counts.json), name (a view's name), link and view-link (symlinks), stats."""
 
     ino: int
     what: str
     image_id: int = -1
-    name: str = ""  # the record kind, the whole file's name, or the view
+    name: str = ""  # the record kind, the whole file's name (counts.json's too), or the view
     size: int = 0  # the stored size (exact for all but pretty JSON); a view name: its count
     key: bytes = b""  # a view name's escaped name
 
@@ -122,15 +126,17 @@ class Tree:
                 names.append(name.encode())
         self._counts: dict[str, Node] = {}
         for v, view in enumerate(VIEWS):
-            counts = dataset.whole_size(f"{view}/counts.json")
+            counts_file = f"{view}/counts.json"
+            counts = dataset.whole_size(counts_file)
             if dataset.manifest.get("views", {}).get(view) and counts is not None:
                 root.append(Node(VIEW_BASE + v, "view", name=view))
                 names.append(view.encode())
-                self._counts[view] = Node(COUNTS_BASE + v, "counts", name=view,
+                self._counts[view] = Node(COUNTS_BASE + v, "counts", name=counts_file,
                                           size=counts)
         self._root = list(zip(names, root, strict=True))
-        self._root_by_name = dict(self._root)
-        self._fixed = {n.ino: n for n in root + list(self._counts.values())}
+        stats = Node(STATS, "stats")
+        self._root_by_name = {**dict(self._root), STATS_NAME: stats}
+        self._fixed = {n.ino: n for n in [*root, *self._counts.values(), stats]}
         self._fixed[ROOT] = Node(ROOT, "root")
 
     def _name_node(self, view: str, position: int, key: bytes, count: int) -> Node:

@@ -49,8 +49,7 @@ class Views:
         """Bytes [off, off+size) of a file other than a JPEG. Raises VGFSError when its
         backing data is damaged."""
         if node.what in ("whole", "counts"):
-            name = node.name if node.what == "whole" else f"{node.name}/counts.json"
-            return self.ds.whole_range(name, off, size)
+            return self.ds.whole_range(node.name, off, size)
         return memoryview(self.content(node))[off:off + size]
 
     def content(self, node: Node) -> bytes | memoryview:
