@@ -20,7 +20,7 @@ import time
 import zipfile
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import groupby, pairwise
@@ -617,10 +617,8 @@ class _Builder:
             if a == b:
                 twice = [m for i, m in members if i == a]
                 raise VGFSError(f"{zpath}:{twice[1]}: image {a} also at {zpath}:{twice[0]}")
-        for image_id, member in members:
-            other = jpegs.path(image_id)
-            if other is not None:
-                raise VGFSError(f"{zpath}:{member}: image {image_id} also at {other}")
+        member_of = dict(members)
+        jpegs.add(dest, ids, lambda image_id: f"{zpath}:{member_of[image_id]}")
         dest.mkdir(parents=True)
         with progress(f"extracting {zpath.name}", len(members), "img", self.show) as bar, \
                 zipfile.ZipFile(zpath) as zf:
@@ -628,7 +626,6 @@ class _Builder:
                 with zf.open(member) as src, open(dest / f"{image_id}.jpg", "wb") as dst:
                     shutil.copyfileobj(src, dst, READ_CHUNK)
                 bar.update()
-        jpegs.add(dest, ids)
 
     def _mksquashfs(self, folders: list[Path], image: Path) -> None:
         if shutil.which("mksquashfs") is None:
@@ -764,12 +761,15 @@ class _SourceJpegs:
                 return os.path.join(folder, f"{image_id}.jpg")
         return None
 
-    def add(self, folder: Path, ids: array[int]) -> None:
-        """Add a folder's sorted ids; an id already in another folder is an error."""
+    def add(self, folder: Path, ids: array[int],
+            source: Callable[[int], str] | None = None) -> None:
+        """Add a folder's sorted ids; an id already in another folder is an error, which names
+        the JPEG by `source(id)` (a zip's member, before it is extracted into `folder`)."""
         for image_id in ids:
             other = self.path(image_id)
             if other is not None:
-                raise VGFSError(f"{folder / f'{image_id}.jpg'}: image {image_id} also at {other}")
+                where = source(image_id) if source else folder / f"{image_id}.jpg"
+                raise VGFSError(f"{where}: image {image_id} also at {other}")
         self.folders.append((folder, ids))
 
 
