@@ -3,8 +3,8 @@
 A site builds the dataset once, on whatever machine it has, so the build's memory must not grow
 with the release. Each build runs as its own `vgfs build` process, after the caches are dropped.
 Its memory is measured three ways: the phases' peak RSS that the build writes into its manifest
-(the Python process alone), the largest single process (wait4, mksquashfs included), and the
-whole process tree sampled every 50 ms (Python and mksquashfs at once: what the machine needs).
+(the Python process alone), mksquashfs's own peak (its VmHWM), and the whole process tree sampled
+every 50 ms (Python and mksquashfs at once: what the machine needs).
 """
 
 from __future__ import annotations
@@ -15,10 +15,14 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 
 from benchmarks import common
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 FULL_SIZES = (10_000, 108_077)
 QUICK_SIZES = (2_000, 10_000)
@@ -44,36 +48,24 @@ def _tree(pid: int) -> list[int]:
     return pids
 
 
-def _status(pid: int) -> dict[str, str]:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            return dict(line.split(":", 1) for line in f)
-    except OSError:
-        return {}
-
-
-def _kib(status: dict[str, str], field: str) -> int:
-    return int(status.get(field, "0 kB").split()[0])
-
-
 class TreeSampler(threading.Thread):
-    """The peak summed RSS of a process tree, which no single rusage figure gives, and each
-    program's own peak (VmHWM, which exec resets: rusage would count mksquashfs's forked
-    Python before its exec)."""
+    """The peak summed RSS of a process tree, which no single rusage figure gives, and
+    mksquashfs's own peak (VmHWM, which exec resets: rusage would count mksquashfs's forked
+    Python before its exec), in MiB."""
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
         self.pid, self.stop = pid, threading.Event()
-        self.peak_rss = self.peak_anon = 0.0
-        self.hwm: dict[str, float] = {}  # program name -> peak MiB
+        self.peak_rss = self.peak_anon = self.mksquashfs = 0.0
 
     def run(self) -> None:
         while not self.stop.wait(SAMPLE_EVERY):
             rss = anon = 0
-            for status in map(_status, _tree(self.pid)):
-                rss, anon = rss + _kib(status, "VmRSS"), anon + _kib(status, "RssAnon")
-                name = status.get("Name", "?").strip()
-                self.hwm[name] = max(self.hwm.get(name, 0), _kib(status, "VmHWM") / 1024)
+            for status in map(common.proc_status, _tree(self.pid)):
+                rss += common.kib(status, "VmRSS")
+                anon += common.kib(status, "RssAnon")
+                if status.get("Name", "").strip() == "mksquashfs":
+                    self.mksquashfs = max(self.mksquashfs, common.kib(status, "VmHWM") / 1024)
             self.peak_rss = max(self.peak_rss, rss / 1024)
             self.peak_anon = max(self.peak_anon, anon / 1024)
 
@@ -110,7 +102,7 @@ def build_once(images: int) -> dict:
     manifest = orjson.loads((out / "manifest.json").read_bytes())
     result = {"images": images, "wall_s": wall, "phases": manifest["phases"],
               "build_process_mib": max(ph["peak_rss_mb"] for ph in manifest["phases"]),
-              "mksquashfs_mib": sampler.hwm.get("mksquashfs", 0.0),
+              "mksquashfs_mib": sampler.mksquashfs,
               "tree_peak_mib": sampler.peak_rss, "tree_anon_peak_mib": sampler.peak_anon,
               "lmdb_mb": _size_mb(out / "annotations.lmdb"),
               "sqfs_mb": _size_mb(out / "images.sqfs")}
@@ -120,7 +112,7 @@ def build_once(images: int) -> dict:
     return result
 
 
-def report(results: list[dict]) -> tuple[str, object]:
+def report(results: list[dict]) -> tuple[str, Figure]:
     phase_rows, rows, targets = [], [], []
     for r in results:
         for ph in r["phases"]:
@@ -171,13 +163,8 @@ def report(results: list[dict]) -> tuple[str, object]:
     return md, _plot(results)
 
 
-def _plot(results: list[dict]) -> object:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.5))
+def _plot(results: list[dict]) -> Figure:
+    fig, (left, right) = common.subplots(1, 2, figsize=(11, 3.5))
     labels = [f"{r['images']:,}" for r in results]
     phases = [ph["phase"] for ph in results[0]["phases"]]
     base = [0.0] * len(results)
@@ -193,8 +180,8 @@ def _plot(results: list[dict]) -> object:
     left.legend(fontsize=8)
     width = 0.35
     xs = range(len(results))
-    right.bar([x - width / 2 for x in xs], [r["phases"][-1]["peak_rss_mb"] for r in results],
-              width, label="vgfs process")
+    right.bar([x - width / 2 for x in xs], [r["build_process_mib"] for r in results], width,
+              label="vgfs process")
     right.bar([x + width / 2 for x in xs], [r["tree_peak_mib"] for r in results], width,
               label="whole tree (with mksquashfs)")
     right.axhline(RSS_TARGET, color="k", ls="--", lw=1, label="target 1.5 GiB")
@@ -203,7 +190,6 @@ def _plot(results: list[dict]) -> object:
     right.set_ylabel("peak RSS MiB")
     right.set_title("Build peak RSS")
     right.legend(fontsize=8)
-    fig.tight_layout()
     return fig
 
 

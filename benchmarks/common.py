@@ -1,4 +1,5 @@
-"""What the benchmarks share: the data cache, mounts that always unmount, and result files.
+"""What the benchmarks share: the data cache, mounts that always unmount, figures of processes
+(CPU, memory, py-spy profiles), and result files.
 
 Generating and building a full-scale release takes minutes, so releases and datasets are built
 once into `benchmarks/.data/` and reused. Each is keyed by (images, jpeg, seed, vgfs version).
@@ -12,9 +13,12 @@ from __future__ import annotations
 import argparse
 import atexit
 import hashlib
+import json
 import os
 import platform
+import select
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -23,9 +27,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from vgfs import __version__
 from vgfs.mount import mounted_fs
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / ".data"
@@ -39,6 +47,7 @@ SOURCE = CODE / "vgfs"
 _frozen: list[str] = []  # the commit the copy was taken at
 RELEASE_CODE = ("sample.py",)  # what a synthetic release's bytes depend on
 DATASET_CODE = (*RELEASE_CODE, "release.py", "build.py", "dataset.py")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
@@ -212,10 +221,89 @@ def mounted(system: str, dataset: Path, mountpoint: Path) -> Iterator[Path]:
                 subprocess.run(lazy, check=False)
 
 
+# --- processes and profiles --------------------------------------------------------------
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds of another process, all its threads (utime and stime in /proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def proc_status(pid: int) -> dict[str, str]:
+    """/proc/PID/status by field; empty once the process has ended."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return dict(line.split(":", 1) for line in f)
+    except OSError:
+        return {}
+
+
+def kib(status: dict[str, str], field: str) -> int:
+    """A size of `proc_status` (VmRSS, VmHWM...) in KiB; 0 where it is absent, as in a zombie."""
+    return int(status.get(field, "0 kB").split()[0])
+
+
+class NoProfile(RuntimeError):
+    """py-spy is missing or did not start: a benchmark may go on without its profile."""
+
+
+def py_spy() -> str:
+    """py-spy's path: it is installed into the venv (`.[bench]`), whose bin dir root's PATH
+    often lacks."""
+    spy = shutil.which("py-spy", path=f"{Path(sys.executable).parent}{os.pathsep}"
+                       f"{os.environ.get('PATH', '')}")
+    if spy is None:
+        raise NoProfile("py-spy is not installed: pip install -e '.[bench]'")
+    return spy
+
+
+@contextmanager
+def sampling(pid: int, out: str | Path, *flags: str) -> Iterator[None]:
+    """py-spy recording the stacks of `pid` into `out` (raw) while the body runs.
+
+    py-spy prints a "Sampling" line once it samples, and what runs before goes unseen: the body
+    waits for that line. SIGINT makes py-spy write its samples out and exit."""
+    cmd = [py_spy(), "record", "--pid", str(pid), "--format", "raw", "--output", str(out),
+           *flags]
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
+        try:
+            assert proc.stdout is not None
+            ready, _, _ = select.select([proc.stdout], [], [], 30)
+            line = proc.stdout.readline() if ready else b"no output in 30 s"
+            if b"Sampling" not in line:
+                raise NoProfile(f"py-spy did not start ({line.decode(errors='replace').strip()})")
+            yield
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.communicate(timeout=60)  # read to the end: a full pipe would stall py-spy
+
+
+def spy_stacks(raw: str) -> Iterator[tuple[str, int]]:
+    """(stack, samples) from py-spy's raw output, a stack per line: `frame;...;frame COUNT`."""
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack:
+            yield stack, int(count)
+
+
 # --- results -----------------------------------------------------------------------------
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+def ratios(over: list[float], under: list[float]) -> tuple[float, float, float]:
+    """Median, least and greatest of over[i] / under[i]: ratios taken within each run, so that
+    a drift of the machine between runs cancels out."""
+    each = [o / u for o, u in zip(over, under, strict=True)]
+    return median(each), min(each), max(each)
+
+
+def rotated(systems: tuple[str, ...], run: int) -> tuple[str, ...]:
+    """The order of `systems` in run `run`: each run starts with the next one, so that a drift
+    of the machine hits each of them alike."""
+    k = run % len(systems)
+    return systems[k:] + systems[:k]
 
 
 def verdict(ok: bool) -> str:
@@ -255,14 +343,30 @@ def _fmt(value: object) -> str:
     return str(value)
 
 
-def write_results(name: str, markdown: str, figure: object, quick: bool) -> Path:
-    """Print the table and write it with its plot (a matplotlib figure) as NAME.md/NAME.png;
-    a full run also puts it into README.md, so the README always shows the latest results."""
+def subplots(*args: Any, **kw: Any) -> tuple[Figure, Any]:
+    """plt.subplots, on the Agg backend: the benchmarks run headless, and need matplotlib only
+    once they plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(*args, **kw)
+
+
+def write_results(name: str, markdown: str, figure: Figure, quick: bool,
+                  raw: object = None) -> Path:
+    """Print the table and write it with its plot as NAME.md/NAME.png, and `raw` (the figures
+    behind them) if given as NAME.json; a full run also puts the table into README.md, so the
+    README always shows the latest results."""
     out = QUICK_RESULTS if quick else RESULTS
     out.mkdir(parents=True, exist_ok=True)
     print(markdown)
     (out / f"{name}.md").write_text(markdown)
-    figure.savefig(out / f"{name}.png", dpi=80)  # type: ignore[attr-defined]
+    figure.tight_layout()
+    figure.savefig(out / f"{name}.png", dpi=80)
+    if raw is not None:
+        (out / f"{name}.json").write_text(json.dumps(raw, indent=1) + "\n")
     log(f"wrote {name}.md and {name}.png to {out.relative_to(HERE.parent)}")
     if not quick:
         update_readme(name, markdown)

@@ -20,9 +20,13 @@ import sys
 import tempfile
 from importlib.metadata import version
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from benchmarks import common
 from vgfs.mount import mounted_fs, read_stats
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 FULL_IMAGES = 108_077
 QUICK_IMAGES = 2_000
@@ -107,31 +111,6 @@ def child(cmd: list[str]) -> tuple[float, int, str, str]:
     return float(seconds), int(maxrss_kib) * 1024, stdout, stderr
 
 
-def daemon_pid(mountpoint: Path) -> int:
-    """The vgfs daemon serving `mountpoint`. `vgfs mount` forks it without exec, so it keeps the
-    front's command line, and the front has exited by then: the one process left whose
-    arguments are `mount` and the mount point."""
-    want = {b"mount", str(mountpoint).encode()}
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                args = set((entry / "cmdline").read_bytes().split(b"\0"))
-            except OSError:
-                continue  # it ended meanwhile
-            if want <= args:
-                found.append(int(entry.name))
-    if len(found) != 1:
-        raise RuntimeError(f"expected one vgfs daemon for {mountpoint}, found {found}")
-    return found[0]
-
-
-def vm_hwm(pid: int) -> int:
-    """A running process's peak RSS in bytes."""
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)[1]) * 1024
-
-
 def count_objects(text: str) -> int:
     """Objects in the graph.json documents that cat printed one after another."""
     decoder, space, pos, n = json.JSONDecoder(), re.compile(r"\s*"), 0, 0
@@ -152,8 +131,8 @@ def run_vgfs(dataset: Path, mountpoint: Path, ids: list[int], cmd_prefix: list[s
         mount_s, front, _, stderr = child([*(cmd_prefix or common.VGFS), "mount", str(dataset),
                                            str(mountpoint)])
         cat_s, cat, out, _ = child(["cat", *paths])
-        daemon = vm_hwm(daemon_pid(mountpoint))
         stats = read_stats(str(mountpoint))
+        daemon = common.kib(common.proc_status(stats["pid"]), "VmHWM") * 1024
     finally:
         if mounted_fs(mountpoint) is not None:
             common.run([*common.VGFS, "umount", str(mountpoint)], timeout=60)
@@ -201,7 +180,7 @@ def bench(release: Path, dataset: Path, by_id: Path, ids: dict[str, list[int]], 
             seconds, rss, _, _ = child([sys.executable, "-c", "pass"])
             samples.setdefault(f"start-up {mode}", []).append({"seconds": seconds, "rss": rss})
         for task in TASKS:
-            for way in WAYS[run % 3:] + WAYS[:run % 3]:
+            for way in common.rotated(WAYS, run):
                 common.drop_caches()
                 for mode in ("cold", "warm") if way in WARM else ("cold",):
                     if way == "vgfs":
@@ -240,8 +219,7 @@ def import_profile(dataset: Path, mountpoint: Path, ids: list[int]
 
 def _ratio(samples: dict[str, list[dict]], key: str, base: str, field: str) -> float:
     """The median, over the runs, of the way's figure over vgfs's in the same run."""
-    return common.median([r[field] / b[field] for r, b in zip(samples[key], samples[base],
-                                                              strict=True)])
+    return common.ratios([r[field] for r in samples[key]], [b[field] for b in samples[base]])[0]
 
 
 def _times(ratio: float) -> str:
@@ -249,7 +227,7 @@ def _times(ratio: float) -> str:
 
 
 def report(images: int, samples: dict[str, list[dict]], prepare: dict, by_id_mb: float,
-           profile: tuple[float, float, list[list]], runs: int) -> tuple[str, object]:
+           profile: tuple[float, float, list[list]], runs: int) -> tuple[str, Figure]:
     def med(key: str, field: str = "seconds") -> float:
         return common.median([r[field] for r in samples[key]])
 
@@ -321,14 +299,9 @@ def report(images: int, samples: dict[str, list[dict]], prepare: dict, by_id_mb:
     return md, _plot(plot_rows)
 
 
-def _plot(rows: list[tuple[str, str, float, float]]) -> object:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def _plot(rows: list[tuple[str, str, float, float]]) -> Figure:
     groups = list(dict.fromkeys(r[0] for r in rows))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = common.subplots(1, 2, figsize=(11, 4))
     width = 0.27
     for ax, column, label in ((axes[0], 2, "seconds (log)"), (axes[1], 3, "peak RSS MiB (log)")):
         for i, way in enumerate(WAYS):
@@ -340,7 +313,6 @@ def _plot(rows: list[tuple[str, str, float, float]]) -> object:
     axes[0].set_title("From nothing to the scene graphs")
     axes[1].set_title("Peak memory")
     axes[0].legend(fontsize="small")
-    fig.tight_layout()
     return fig
 
 
@@ -361,10 +333,9 @@ def main(argv: list[str] | None = None) -> None:
         samples = bench(release, dataset, by_id, ids, args.runs, mountpoint)
         profile = import_profile(dataset, mountpoint, ids[TASKS[0]])
     md, fig = report(images, samples, prepare, by_id_mb, profile, args.runs)
-    out = common.write_results("first_answer", md, fig, args.quick)
     raw = {"images": images, "ids": ids, "prepare": prepare, "by_id_mb": by_id_mb,
            "samples": samples, "import_profile": profile}
-    (out / "first_answer.json").write_text(json.dumps(raw, indent=1) + "\n")
+    common.write_results("first_answer", md, fig, args.quick, raw)
 
 
 if __name__ == "__main__":

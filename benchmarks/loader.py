@@ -20,21 +20,17 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import json
 import multiprocessing
 import os
 import random
 import resource
-import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 import warnings
 from collections import Counter
 from collections.abc import Iterator, Sized
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import orjson
@@ -42,6 +38,9 @@ from PIL import Image
 
 from benchmarks import common
 from vgfs.mount import read_stats
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 SYSTEMS = ("vgfs", "extracted")
 MODES = ("cold", "warm")
@@ -112,16 +111,10 @@ def _cpu() -> float:
                                                  resource.getrusage(resource.RUSAGE_CHILDREN)))
 
 
-def _cpu_of(pid: int) -> float:
-    """CPU seconds of another process, all its threads (utime and stime in /proc/PID/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def load_pass(root: Path, order: list[int], daemon: int | None) -> dict[str, float]:
     """Load every sample of `order` under `root`: seconds, the loader's CPU seconds, the
     daemon's (if any), and the objects counted, which must agree between systems."""
-    cpu, daemon_cpu = _cpu(), _cpu_of(daemon) if daemon else 0.0
+    cpu, daemon_cpu = _cpu(), common.process_cpu(daemon) if daemon else 0.0
     t0 = time.perf_counter()
     samples = objects = 0
     for pixels, count in _batches(str(root), order):
@@ -131,7 +124,7 @@ def load_pass(root: Path, order: list[int], daemon: int | None) -> dict[str, flo
     if samples != len(order):
         raise RuntimeError(f"{root}: loaded {samples} samples, expected {len(order)}")
     return {"seconds": seconds, "cpu": _cpu() - cpu, "objects": objects,
-            "daemon_cpu": _cpu_of(daemon) - daemon_cpu if daemon else 0.0}
+            "daemon_cpu": common.process_cpu(daemon) - daemon_cpu if daemon else 0.0}
 
 
 def _pass_on(system: str, dataset: Path, extracted: Path, tmp: Path, passes: int,
@@ -151,7 +144,7 @@ def bench(dataset: Path, extracted: Path, order: list[int], runs: int, tmp: Path
     """Per "mode system": one pass's figures per run, over `runs` interleaved runs."""
     samples: dict[str, list[dict[str, float]]] = {}
     for run in range(runs):
-        for system in SYSTEMS[run % 2:] + SYSTEMS[:run % 2]:
+        for system in common.rotated(SYSTEMS, run):
             for mode, figures in zip(MODES, _pass_on(system, dataset, extracted, tmp,
                                                      len(MODES), order), strict=True):
                 samples.setdefault(f"{mode} {system}", []).append(figures)
@@ -166,10 +159,6 @@ def bench(dataset: Path, extracted: Path, order: list[int], runs: int, tmp: Path
 def profile(dataset: Path, order: list[int], mode: str, tmp: Path) -> list[list[object]]:
     """One more vgfs pass in `mode`, with py-spy sampling the daemon while it runs Python: its
     top frames by own samples, each with its share of own and of inclusive samples."""
-    spy = shutil.which("py-spy", path=f"{Path(sys.executable).parent}{os.pathsep}"
-                       f"{os.environ.get('PATH', '')}")
-    if spy is None:
-        raise RuntimeError("py-spy is not installed: pip install py-spy")
     out = tmp / "profile.txt"
     with common.mounted("vgfs", dataset, tmp / "vgfs") as mp:
         pid = read_stats(str(mp))["pid"]
@@ -179,18 +168,8 @@ def profile(dataset: Path, order: list[int], mode: str, tmp: Path) -> list[list[
         # --gil: only samples that run Python, as py-spy takes a thread waiting in trio's epoll
         # or thread cache for a busy one. --nonblocking: pausing the daemon at each sample
         # would slow the very thing measured.
-        proc = subprocess.Popen([spy, "record", "--pid", str(pid), "--format", "raw",
-                                 "--function", "--gil", "--nonblocking", "--rate", "250",
-                                 "--output", str(out)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        try:
-            time.sleep(1)  # py-spy attaches
+        with common.sampling(pid, out, "--function", "--gil", "--nonblocking", "--rate", "250"):
             load_pass(mp, order, pid)
-        finally:
-            proc.send_signal(signal.SIGINT)  # py-spy writes its output when interrupted
-            _, err = proc.communicate(timeout=60)
-    if not out.exists():
-        raise RuntimeError(f"py-spy wrote no profile: {err.strip()[-500:]}")
     return top_frames(out.read_text())
 
 
@@ -199,14 +178,11 @@ def top_frames(raw: str) -> list[list[object]]:
     the most samples of their own, with their shares of own and of inclusive samples."""
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
-    for line in raw.splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack:
-            continue
+    for stack, count in common.spy_stacks(raw):
         frames = stack.split(";")
-        own[frames[-1]] += int(count)
+        own[frames[-1]] += count
         for frame in set(frames):
-            inclusive[frame] += int(count)
+            inclusive[frame] += count
     total = sum(own.values()) or 1
     return [[frame, 100 * n / total, 100 * inclusive[frame] / total]
             for frame, n in own.most_common(TOP_FRAMES)]
@@ -214,13 +190,12 @@ def top_frames(raw: str) -> list[list[object]]:
 
 def _paired(samples: dict[str, list[dict[str, float]]], mode: str) -> tuple[float, float, float]:
     """Median, least and greatest of vgfs's samples/s over the extracted files', run by run."""
-    ratios = [e["seconds"] / v["seconds"] for v, e in
-              zip(samples[f"{mode} vgfs"], samples[f"{mode} extracted"], strict=True)]
-    return common.median(ratios), min(ratios), max(ratios)
+    return common.ratios([e["seconds"] for e in samples[f"{mode} extracted"]],
+                         [v["seconds"] for v in samples[f"{mode} vgfs"]])
 
 
 def report(samples: dict[str, list[dict[str, float]]], n: int, images: int, jpeg_mb: float,
-           runs: int, profiles: dict[str, list[list[object]]]) -> tuple[str, object]:
+           runs: int, profiles: dict[str, list[list[object]]]) -> tuple[str, Figure]:
     rows, ratio_rows, targets, ratios = [], [], [], []
     for mode in MODES:
         for system in SYSTEMS:
@@ -262,13 +237,8 @@ def report(samples: dict[str, list[dict[str, float]]], n: int, images: int, jpeg
     return "\n\n".join(parts) + "\n", _plot(rows, ratios)
 
 
-def _plot(rows: list[list], ratios: list[float]) -> object:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+def _plot(rows: list[list], ratios: list[float]) -> Figure:
+    fig, (left, right) = common.subplots(1, 2, figsize=(10, 4))
     xs = range(len(MODES))
     width = 0.38
     for i, system in enumerate(SYSTEMS):
@@ -289,7 +259,6 @@ def _plot(rows: list[list], ratios: list[float]) -> object:
     left.set_title(f"Input pipeline, {WORKERS} workers (vgfs/extracted over its bars)")
     right.set_ylabel("CPU ms per sample")
     right.set_title("Where the CPU goes")
-    fig.tight_layout()
     return fig
 
 
@@ -312,10 +281,9 @@ def main(argv: list[str] | None = None) -> None:
                 common.log(f"vgfs misses the {mode} target: profiling one more pass")
                 profiles[mode] = profile(dataset, order, mode, Path(tmp))
     md, fig = report(samples, len(order), images, jpeg_mb, args.runs, profiles)
-    out = common.write_results("loader", md, fig, args.quick)
     raw = {"engine": engine(), "samples": len(order), "jpeg_mb": jpeg_mb, "runs": samples,
            "profiles": profiles}
-    (out / "loader.json").write_text(json.dumps(raw, indent=1) + "\n")
+    common.write_results("loader", md, fig, args.quick, raw)
 
 
 if __name__ == "__main__":

@@ -15,14 +15,10 @@ during a cold find, is kept beside the tables.
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import re
-import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -145,11 +141,6 @@ def _paths(system: str, root: Path, files: list[str]) -> list[str]:
     return [f"{root}/{f}" for f in files]
 
 
-def _rotated(systems: tuple[str, ...], run: int) -> tuple[str, ...]:
-    k = run % len(systems)
-    return systems[k:] + systems[:k]
-
-
 def bench_reads(dataset: Path, extracted: Path, files: list[str], total: int, runs: int,
                 tmp: Path) -> tuple[dict[str, list[float]], dict[str, object]]:
     """Seconds per (mode, readers, system) over `runs` interleaved runs; vgfs's own counters."""
@@ -157,7 +148,7 @@ def bench_reads(dataset: Path, extracted: Path, files: list[str], total: int, ru
     counters: dict[str, object] = {}
     for run in range(runs):
         for readers in READERS:
-            for system in _rotated(SYSTEMS, run):
+            for system in common.rotated(SYSTEMS, run):
                 with _opened(system, dataset, extracted, tmp / system) as root:
                     paths = _paths(system, root, files)
                     common.drop_caches()
@@ -214,7 +205,7 @@ def bench_walks(dataset: Path, runs: int, tmp: Path
     counters: dict[str, object] = {}
     for run in range(runs):
         for walk in WALKS:
-            for system in _rotated(WALK_SYSTEMS, run):
+            for system in common.rotated(WALK_SYSTEMS, run):
                 key = f"{walk} {system}"
                 with common.mounted(system, dataset, tmp / system) as mp:
                     cmd = _walk_command(walk, system, mp)
@@ -238,33 +229,21 @@ def profile(mp: Path, workload: Callable[[], None]) -> str:
     """Top frames of the vgfs daemon serving `mp` while `workload` runs, sampled by py-spy:
     the lines most samples were in, and the functions most samples were in or below."""
     pid = read_stats(str(mp))["pid"]
-    spy = shutil.which("py-spy", path=f"{Path(sys.executable).parent}{os.pathsep}"
-                       f"{os.environ.get('PATH', '')}")
-    if spy is None:
-        raise RuntimeError("py-spy is not installed: pip install -e '.[bench]'")
     with tempfile.NamedTemporaryFile("r", suffix=".txt") as raw:
         # --native: the time pyfuse3 and libfuse spend in C (system calls on /dev/fuse, the
         # copies of replies) shows, not only the Python frames above it.
-        proc = subprocess.Popen([spy, "record", "-p", str(pid), "--native", "-r", "200", "-f",
-                                 "raw", "-o", raw.name], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True)
-        try:
-            time.sleep(1)  # py-spy says nothing once it samples: give it time to attach
-            if proc.poll() is None:
-                workload()
-        finally:
-            proc.send_signal(signal.SIGINT)  # py-spy writes its samples out and exits
-            err = proc.communicate(timeout=60)[1]
-        stacks = [line.rsplit(" ", 1) for line in raw.read().splitlines() if line]
+        with common.sampling(pid, raw.name, "--native", "-r", "200"):
+            workload()
+        stacks = raw.read()
     own: Counter[str] = Counter()  # by line
     below: Counter[str] = Counter()  # by function
-    for stack, n in stacks:
+    for stack, n in common.spy_stacks(stacks):
         frames = stack.split(";")
-        own[frames[-1]] += int(n)
-        below.update(dict.fromkeys((re.sub(r":\d+\)$", ")", f) for f in frames), int(n)))
+        own[frames[-1]] += n
+        below.update(dict.fromkeys((re.sub(r":\d+\)$", ")", f) for f in frames), n))
     total = sum(own.values())
     if not total:
-        raise RuntimeError(f"py-spy recorded no samples: {err.strip()}")
+        raise RuntimeError("py-spy recorded no samples")
 
     def top(counter: Counter[str]) -> str:
         return "\n".join(f"{n / total:6.1%}  {frame}" for frame, n in counter.most_common(25))
@@ -306,21 +285,20 @@ def profile_find(dataset: Path, tmp: Path, seconds: float) -> str:
 # --- report ------------------------------------------------------------------------------
 
 def _paired(samples: dict[str, list[float]], workload: str, system: str,
-            work: tuple[float, float] = (1.0, 1.0)) -> str:
-    """vgfs's throughput over the system's, the median of the ratios taken within each run
-    (range in brackets); `work` is (vgfs's, the system's) amount done per run. A system run
-    fewer times than the other is paired with the other's runs of the same number."""
-    if system == "vgfs":
+            work: tuple[float, float] = (1.0, 1.0)) -> tuple[float, float, float]:
+    """vgfs's throughput over the system's, run by run: median, least, greatest; `work` is
+    (vgfs's, the system's) amount done per run."""
+    return common.ratios([work[0] / s for s in samples[f"{workload} vgfs"]],
+                         [work[1] / s for s in samples[f"{workload} {system}"]])
+
+
+def _cell(ratio: tuple[float, float, float] | None, runs: int) -> str:
+    """A ratio as the tables show it: the median, with the range in brackets if there were
+    several runs; none for vgfs itself."""
+    if ratio is None:
         return "—"
-    ratios = [work[0] / v / (work[1] / a) for v, a in zip(
-        samples[f"{workload} vgfs"], samples[f"{workload} {system}"], strict=False)]
-    if len(ratios) == 1:
-        return f"{ratios[0]:.2f}"
-    return f"{common.median(ratios):.2f} ({min(ratios):.2f}–{max(ratios):.2f})"
-
-
-def _ratio(cell: str) -> float:
-    return float(cell.split()[0])
+    med, low, high = ratio
+    return f"{med:.2f}" if runs == 1 else f"{med:.2f} ({low:.2f}–{high:.2f})"
 
 
 def report_reads(files: int, total: int, reads: dict[str, list[float]], runs: int,
@@ -328,23 +306,24 @@ def report_reads(files: int, total: int, reads: dict[str, list[float]], runs: in
     """The markdown, files/s per (mode, readers) and system, and the targets' rows."""
     tables, speeds, targets = [], {}, []
     for mode in MODES:
-        rows = []
+        rows, paired = [], {}
         for readers in READERS:
             speeds[mode, readers] = {}
             for system in SYSTEMS:
                 s = common.median(reads[f"{mode} {readers} {system}"])
                 speeds[mode, readers][system] = files / s
+                if system != "vgfs":
+                    paired[readers, system] = _paired(reads, f"{mode} {readers}", system)
                 rows.append([readers, system, s, files / s, total / s / 1e6,
-                             _paired(reads, f"{mode} {readers}", system)])
+                             _cell(paired.get((readers, system)), runs)])
         tables += [f"{mode.capitalize()}:",
                    common.table(["readers", "system", "median s", "files/s", "MB/s",
                                  "vgfs ÷ system"], rows)]
         for (m, readers, anchor), want in TARGETS.items():
             if m != mode:
                 continue
-            ratio = _ratio(_paired(reads, f"{mode} {readers}", anchor))
-            beside = "" if mode == "cold" else (
-                f" (kernel: {_ratio(_paired(reads, f'{mode} {readers}', 'kernel')):.2f}×)")
+            ratio = round(paired[readers, anchor][0], 2)  # judged as the table shows it
+            beside = "" if mode == "cold" else f" (kernel: {paired[readers, 'kernel'][0]:.2f}×)"
             targets.append([f"JPEG reads, {mode}, {readers} reader(s): vgfs ÷ {anchor} ≥"
                             f" {want}", f"{ratio:.2f}×{beside}", common.verdict(ratio >= want)])
     md = "\n\n".join([
@@ -373,17 +352,18 @@ def report_walks(walks: dict[str, list[float]], counts: dict[str, list[int]], ru
                 seconds = walks[f"{key} {system}"]
                 s = common.median(seconds)
                 speeds[mode, walk][system] = printed / s
-                ratio = _paired(walks, key, system, (counts[f"{walk} vgfs"][0], printed))
+                ratio = None if system == "vgfs" else _paired(
+                    walks, key, system, (counts[f"{walk} vgfs"][0], printed))
                 rows.append([walk, system, len(seconds), printed, walked, s, printed / s,
-                             walked / s, ratio])
+                             walked / s, _cell(ratio, runs)])
                 if walk == "find" and system == "vgfs":
                     targets.append([f"find, {mode}: ≥ {FIND_TARGET:,} entries/s",
                                     f"{printed / s:,.0f}/s",
                                     common.verdict(printed / s >= FIND_TARGET)])
                 if walk == "find" and system == "ratarmount":
+                    shown = round(ratio[0], 2)  # judged as the table shows it
                     targets.append([f"find, {mode}: vgfs ÷ ratarmount ≥ {FIND_RATARMOUNT}",
-                                    f"{_ratio(ratio):.2f}×",
-                                    common.verdict(_ratio(ratio) >= FIND_RATARMOUNT)])
+                                    f"{shown:.2f}×", common.verdict(shown >= FIND_RATARMOUNT)])
         tables += [f"{mode.capitalize()}:",
                    common.table(["walk", "system", "runs", "entries", "entries walked",
                                  "median s", "entries/s", "walked/s", "vgfs ÷ system"], rows)]
@@ -413,12 +393,7 @@ def _bars(ax: Axes, groups: list[str], speeds: list[dict[str, float]]) -> None:
 def _plot(speeds: dict, groups: list, labels: list[str], ylabel: str, title: str,
           find_target: bool = False) -> Figure:
     """Cold beside warm; with `find_target`, the find target across the find bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
+    fig, axes = common.subplots(1, 2, figsize=(12, 4), sharey=True)
     for ax, mode in zip(axes, MODES, strict=True):
         _bars(ax, labels, [speeds[mode, g] for g in groups])
         ax.set_title(f"{title}, {mode}")
@@ -428,7 +403,6 @@ def _plot(speeds: dict, groups: list, labels: list[str], ylabel: str, title: str
                       label=f"find target {FIND_TARGET:,}/s")
     axes[0].set_ylabel(ylabel)
     axes[0].legend(fontsize="small")
-    fig.tight_layout()
     return fig
 
 
@@ -459,6 +433,10 @@ def main(argv: list[str] | None = None) -> None:
     env = common.environment()
     profiled = {"reads": f"during warm 1-reader passes ({seconds:.0f} s)",
                 "find": f"during a cold find (its first {seconds:.0f} s at most)"}
+    raw = {"reads": {"files": len(files), "bytes": total, "seconds": reads,
+                     "vgfs_stats": counters},
+           "walks": {"seconds": walks, "entries printed, walked": counts,
+                     "vgfs_stats": walk_counters}}
     parts = {  # name: title, markdown, targets, profile, plot
         "mount": ("Mount benchmark: JPEG reads", reads_md, read_targets, "reads",
                   _plot(read_speeds, list(READERS), [f"{r} reader(s)" for r in READERS],
@@ -474,16 +452,11 @@ def main(argv: list[str] | None = None) -> None:
         out = common.write_results(name, "\n\n".join(filter(None, [
             f"# {title}", env, md, "Targets:",
             common.table(["target", "measured", "verdict"], targets), note])) + "\n", fig,
-            args.quick)
+            args.quick, raw if name == "mount" else None)  # mount.json: both parts
     for prof in profiled:  # a profile of an earlier run would be stale
         (out / f"profile-{prof}.txt").unlink(missing_ok=True)
     for prof, text in profiles.items():
         (out / f"profile-{prof}.txt").write_text(text)
-    raw = {"reads": {"files": len(files), "bytes": total, "seconds": reads,
-                     "vgfs_stats": counters},
-           "walks": {"seconds": walks, "entries printed, walked": counts,
-                     "vgfs_stats": walk_counters}}
-    (out / "mount.json").write_text(json.dumps(raw, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -15,23 +15,22 @@ squashfuse_ll on the local dataset and the extracted files read directly.
 
 from __future__ import annotations
 
-import json
 import os
-import select
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from benchmarks import common, slowfs
 from benchmarks.mount import read_pass
 from vgfs.mount import read_stats
 from vgfs.squashfs import SquashFSImage
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 DELAY_MS = 2.0
 SYSTEMS = ("vgfs", "squashfuse_ll", "kernel")
@@ -45,7 +44,6 @@ MODES = ("cold", "warm")
 LABELS = {"slowfs": "slowfs, no delay", "local": "local files (no FUSE)"}
 PROFILE_RATE = 250  # py-spy samples per second
 TOP_FRAMES = 8
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def jpeg_subset(dataset: Path, count: int) -> list[tuple[str, int]]:
@@ -66,25 +64,16 @@ def _paths(system: str, root: Path, files: list[tuple[str, int]]) -> list[str]:
     return [f"{root}/images/{os.path.basename(path)[:-4]}/image.jpg" for path, _ in files]
 
 
-def _rotated(systems: tuple[str, ...], run: int) -> tuple[str, ...]:
-    return systems[run % len(systems):] + systems[:run % len(systems)]
-
-
 def _machine_cpu() -> float:
     """CPU seconds the machine has spent busy since boot: user, system, interrupts."""
     user, nice, system, _, _, irq, softirq = map(int, Path("/proc/stat").read_text().split()[1:8])
-    return (user + nice + system + irq + softirq) / CLOCK_TICKS
-
-
-def _process_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+    return (user + nice + system + irq + softirq) / common.CLOCK_TICKS
 
 
 def _clocks(slow: Path, daemon: int | None) -> list[float]:
     """Wall time, and CPU seconds of the machine, of slowfs and of the vgfs daemon if any."""
     return [time.perf_counter(), _machine_cpu(), slowfs.read_stats(slow)["cpu_s"],
-            _process_cpu(daemon) if daemon else 0.0]
+            common.process_cpu(daemon) if daemon else 0.0]
 
 
 def _timed(paths: list[str], readers: int, total: int, what: str) -> float:
@@ -113,7 +102,7 @@ def bench_slow(dataset: Path, files: list[tuple[str, int]], runs: int, tmp: Path
     counters: dict[str, dict] = {}
     for run in range(runs):
         for readers in READERS:
-            for system in _rotated(SYSTEMS, run):
+            for system in common.rotated(SYSTEMS, run):
                 with _slow_mount(system, dataset, tmp) as (slow, mp):
                     daemon = read_stats(str(mp))["pid"] if system == "vgfs" else None
                     common.drop_caches()
@@ -136,9 +125,6 @@ def bench_slow(dataset: Path, files: list[tuple[str, int]], runs: int, tmp: Path
 def profile_vgfs(dataset: Path, files: list[tuple[str, int]], tmp: Path) -> dict[str, object]:
     """One more cold pass of vgfs with the most readers, its daemon sampled by py-spy: the top
     frames of the trio loop's thread and of the worker threads, and vgfs's counters."""
-    spy = Path(sys.executable).with_name("py-spy")
-    if not spy.exists():
-        return {"error": "py-spy is not installed: pip install -e '.[bench]'"}
     readers = READERS[-1]
     out = tmp / "profile.txt"
     with _slow_mount("vgfs", dataset, tmp) as (_, mp):
@@ -147,22 +133,12 @@ def profile_vgfs(dataset: Path, files: list[tuple[str, int]], tmp: Path) -> dict
         # --nonblocking: py-spy must not stop the daemon to sample it. A stop waits for every
         # thread to leave the kernel, and one waiting on a page of the FUSE-backed image may
         # never do so while the daemon is stopped: a --quick run hung there for minutes.
-        cmd = [str(spy), "record", "--pid", str(pid), "--rate", str(PROFILE_RATE), "--threads",
-               "--idle", "--nonblocking", "--format", "raw", "--output", str(out)]
-        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
-            try:
-                assert proc.stdout is not None
-                # It prints this line once it samples; reads before it would go unseen.
-                ready, _, _ = select.select([proc.stdout], [], [], 30)
-                line = proc.stdout.readline() if ready else b"no output in 30 s"
-                started = b"Sampling" in line
-                if started:
-                    _timed(_paths("vgfs", mp, files), readers, sum(s for _, s in files), "vgfs")
-            finally:
-                proc.send_signal(signal.SIGINT)
-                proc.wait(timeout=60)
-        if not started:
-            return {"error": f"py-spy did not start ({line.decode(errors='replace').strip()})"}
+        try:
+            with common.sampling(pid, out, "--rate", str(PROFILE_RATE), "--threads", "--idle",
+                                 "--nonblocking"):
+                _timed(_paths("vgfs", mp, files), readers, sum(s for _, s in files), "vgfs")
+        except common.NoProfile as e:
+            return {"error": str(e)}
         counters = read_stats(str(mp))
     return {"readers": readers, **summarize_profile(out.read_text()), "vgfs_stats": counters}
 
@@ -172,12 +148,11 @@ def summarize_profile(raw: str) -> dict[str, object]:
     most-sampled innermost frames of the main thread (the trio loop) and of the others."""
     leaves: dict[str, Counter[str]] = {"loop": Counter(), "workers": Counter()}
     stacks: Counter[str] = Counter()
-    for line in raw.splitlines():
-        stack, _, count = line.rpartition(" ")
+    for stack, count in common.spy_stacks(raw):
         frames = stack.split(";")
         group = "loop" if frames[0].endswith("MainThread") else "workers"
-        leaves[group][frames[-1]] += int(count)
-        stacks[stack] += int(count)
+        leaves[group][frames[-1]] += count
+        stacks[stack] += count
     top = {group: [[frame, n, n / max(1, sum(c.values()))] for frame, n in
                    c.most_common(TOP_FRAMES)] for group, c in leaves.items()}
     samples = {group: sum(c.values()) for group, c in leaves.items()}
@@ -204,7 +179,7 @@ def bench_floor(dataset: Path, extracted: Path, files: list[tuple[str, int]], ru
     samples: dict[str, list[float]] = {}
     for run in range(runs):
         for readers in FLOOR_READERS:
-            for system in _rotated(FLOOR_SYSTEMS, run):
+            for system in common.rotated(FLOOR_SYSTEMS, run):
                 with _floor_mount(system, dataset, extracted, tmp) as root:
                     paths = _paths(system, root, files)
                     common.drop_caches()
@@ -216,26 +191,25 @@ def bench_floor(dataset: Path, extracted: Path, files: list[tuple[str, int]], ru
     return samples
 
 
-def _ratio(numerator: list[float], denominator: list[float]) -> tuple[float, float, float]:
-    """Median, least and greatest of the throughput ratio run by run, from the seconds: a
-    drift of the machine between runs cancels out within each."""
-    ratios = [d / n for n, d in zip(numerator, denominator, strict=True)]
-    return common.median(ratios), min(ratios), max(ratios)
+def _scaling(slow: dict[str, list[float]]) -> dict[str, tuple[float, float, float]]:
+    """Each system's throughput with the most readers over its throughput with 1, run by run:
+    the seconds with 1 over the seconds with the most."""
+    return {system: common.ratios(slow[f"1 {system}"], slow[f"{READERS[-1]} {system}"])
+            for system in SYSTEMS}
 
 
 def report(files: list[tuple[str, int]], images: int, slow: dict[str, list[float]],
-           storage: dict[str, dict], counters: dict[str, dict], floor: dict[str, list[float]],
-           profile: dict | None, runs: int) -> tuple[str, object]:
+           scaling: dict[str, tuple[float, float, float]], storage: dict[str, dict],
+           counters: dict[str, dict], floor: dict[str, list[float]], profile: dict | None,
+           runs: int) -> tuple[str, Figure]:
     n, total = len(files), sum(size for _, size in files)
     speed = {k: n / common.median(v) for k, v in slow.items()}
     rows, storage_rows = [], []
-    scaling = {}
     for system in SYSTEMS:
-        scaling[system] = _ratio(slow[f"{READERS[-1]} {system}"], slow[f"1 {system}"])
         rows.append([system, *(speed[f"{r} {system}"] for r in READERS),
                      f"{scaling[system][0]:.2f}× ({scaling[system][1]:.2f}–"
                      f"{scaling[system][2]:.2f})",
-                     *(f"{_ratio(slow[f'{r} vgfs'], slow[f'{r} {system}'])[0]:.2f}"
+                     *(f"{common.ratios(slow[f'{r} {system}'], slow[f'{r} vgfs'])[0]:.2f}"
                        for r in READERS)])
         for r in READERS:
             st = storage[f"{r} {system}"]
@@ -257,7 +231,7 @@ def report(files: list[tuple[str, int]], images: int, slow: dict[str, list[float
     columns = [(mode, r) for mode in MODES for r in FLOOR_READERS]
     floor_rows = [[LABELS.get(system, system),
                    *(floor_speed[f"{m} {r} {system}"] for m, r in columns),
-                   *(f"{_ratio(floor[f'{m} {r} vgfs'], floor[f'{m} {r} {system}'])[0]:.2f}"
+                   *(f"{common.ratios(floor[f'{m} {r} {system}'], floor[f'{m} {r} vgfs'])[0]:.2f}"
                      for m, r in columns)] for system in FLOOR_SYSTEMS]
     parts = [
         "# Slow-storage benchmark",
@@ -321,13 +295,8 @@ def _profile_section(profile: dict) -> list[str]:
     ]
 
 
-def _plot(speed: dict[str, float], floor_speed: dict[str, float]) -> object:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+def _plot(speed: dict[str, float], floor_speed: dict[str, float]) -> Figure:
+    fig, (left, right) = common.subplots(1, 2, figsize=(11, 4))
     for system in SYSTEMS:
         left.plot(READERS, [speed[f"{r} {system}"] for r in READERS], "o-", label=system)
     base = speed["1 vgfs"]
@@ -352,7 +321,6 @@ def _plot(speed: dict[str, float], floor_speed: dict[str, float]) -> object:
     right.set_ylabel("JPEG files/s (log)")
     right.set_title("The floor: local storage")
     right.legend(fontsize=8)
-    fig.tight_layout()
     return fig
 
 
@@ -366,16 +334,15 @@ def main(argv: list[str] | None = None) -> None:
     files = jpeg_subset(dataset, QUICK_FILES if args.quick else FILES)
     with tempfile.TemporaryDirectory(dir=common.DATA, prefix="mnt-") as tmp:
         slow, storage, counters = bench_slow(dataset, files, args.runs, Path(tmp))
-        scaling = _ratio(slow[f"{READERS[-1]} vgfs"], slow["1 vgfs"])[0]
-        profile = (profile_vgfs(dataset, files, Path(tmp)) if scaling < SCALING_TARGET
-                   else None)
+        scaling = _scaling(slow)
+        profile = (profile_vgfs(dataset, files, Path(tmp))
+                   if scaling["vgfs"][0] < SCALING_TARGET else None)
         floor = bench_floor(dataset, extracted, files, args.runs, Path(tmp))
-    md, fig = report(files, images, slow, storage, counters, floor, profile, args.runs)
-    out = common.write_results("slow", md, fig, args.quick)
+    md, fig = report(files, images, slow, scaling, storage, counters, floor, profile, args.runs)
     raw = {"delay_ms": DELAY_MS, "files": [path for path, _ in files],
            "bytes": sum(size for _, size in files), "seconds": slow, "storage": storage,
            "vgfs_stats": counters, "profile": profile, "floor_seconds": floor}
-    (out / "slow.json").write_text(json.dumps(raw, indent=1) + "\n")
+    common.write_results("slow", md, fig, args.quick, raw)
 
 
 if __name__ == "__main__":
