@@ -18,9 +18,9 @@ import pytest
 import vgfs
 from tests.conftest import V12, VGFS, mounted
 from tests.conftest import vgfs as run_vgfs
-from vgfs.dataset import FORMAT, WHOLE_CHUNK
 from vgfs.errors import VGFSError
-from vgfs.release import WHOLE_FILES
+from vgfs.layout import FORMAT, WHOLE_CHUNK
+from vgfs.schema import WHOLE_FILES
 
 KIND_SOURCES = {
     "meta": "image_data.json",

@@ -37,10 +37,10 @@ import pytest
 import trio  # noqa: F401
 
 import vgfs.cache
+import vgfs.contents  # noqa: F401
 import vgfs.dataset
 import vgfs.fs
 import vgfs.tree
-import vgfs.views  # noqa: F401
 from tests.conftest import force_unmount, mounted, vgfs
 from vgfs import cli
 from vgfs.errors import VGFSError

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import RELEASE, force_unmount, mounted, vgfs
-from vgfs.dataset import FORMAT, open_dataset
+from vgfs.dataset import open_dataset
+from vgfs.layout import FORMAT
 from vgfs.mount import mounted_fs
 
 KIND_SOURCES = {

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import heapq
 import os
-import re
 import resource
 import shutil
 import signal
@@ -33,7 +32,8 @@ import orjson
 from isal.isal_zlib import crc32
 
 from vgfs import __version__, query
-from vgfs.dataset import (
+from vgfs.errors import VGFSError
+from vgfs.layout import (
     ABSENT,
     DB_NAMES,
     DIR_SIZES,
@@ -49,23 +49,18 @@ from vgfs.dataset import (
     chunk_key,
     sum_key,
 )
-from vgfs.errors import VGFSError
 from vgfs.progress import progress
 from vgfs.release import (
     MAX_ZIP_RATIO,
-    PER_IMAGE,
-    WHOLE_FILES,
     Source,
     find_sources,
     read_whole,
     stream_entries,
     stream_whole,
 )
+from vgfs.schema import IMAGE_DIRS, IMAGE_ZIPS, JPEG_NAME, PER_IMAGE, WHOLE_FILES
 from vgfs.squashfs import SquashFSError, SquashFSImage
 
-IMAGE_DIRS = ("VG_100K", "VG_100K_2")
-IMAGE_ZIPS = ("images.zip", "images2.zip")
-JPEG_NAME = re.compile(r"(0|[1-9][0-9]{0,17})\.jpg")
 # -no-duplicates: comparing every file with every other costs 4x the packing time and a
 # quarter of mksquashfs's memory, to save the odd duplicate JPEG.
 MKSQUASHFS_OPTS = ("-noD", "-no-fragments", "-no-sparse", "-no-duplicates", "-noappend",

@@ -124,8 +124,9 @@ def _run(args: argparse.Namespace) -> int | None:
             else:
                 print(info_text(ds.path, ds.manifest))
     elif cmd == "verify":
-        from vgfs.dataset import open_dataset, verify
+        from vgfs.dataset import open_dataset
         from vgfs.progress import progress
+        from vgfs.verify import verify
 
         with open_dataset(args.dataset) as ds:
             total = sum(k.get("entries", 0) for k in ds.manifest["kinds"].values())

@@ -1,81 +1,36 @@
 """The read side of a dataset folder: open and validate it; records, JPEGs and listings by image id.
 
-The format (written by build.py, defined here so that both sides share one definition):
-
-    manifest.json       {"format": FORMAT, ...}; see build.py for the fields
-    annotations.lmdb/   one LMDB environment with named databases:
-        <kind>          8-byte big-endian image id -> the entry as compact JSON (served as is)
-        dirs            image id -> DIR_SIZES: the size of each of the image's files
-        sums            kind byte + image id -> crc32 of that entry, for `verify`
-        files           release file name -> its size (WHOLE_SIZE); name + NUL + chunk
-                        number (4-byte big-endian) -> its bytes, as released, in WHOLE_CHUNK
-                        pieces: neither the build nor a read ever holds a whole file
-        jpegs           image id -> JPEG_INDEX (offset, size, sha256, crc32) [+ path in the image]
-        view_*          the query views' inverted indexes (see query.py)
-    images.sqfs         SquashFS image of the JPEGs, unless the manifest names another one
-
-Entries are stored uncompressed: the mount serves them with zero copies straight from the LMDB
-map, and st_size is the value's length, a 1 µs lookup. Big-endian keys sort numerically, so a
-cursor lists images in id order and resumes a directory listing in O(log n).
+The format is defined in layout.py, which the build writes.
 """
 
 from __future__ import annotations
 
 import os
-import struct
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import lmdb
 import orjson
 
 from vgfs import query
 from vgfs.errors import VGFSError
-from vgfs.release import PER_IMAGE
+from vgfs.layout import (
+    DB_NAMES,
+    DIR_SIZES,
+    DUPSORT,
+    FORMAT,
+    ID,
+    JPEG_INDEX,
+    KINDS,
+    MAX_DBS,
+    WHOLE_CHUNK,
+    WHOLE_SIZE,
+    JpegIndex,
+    chunk_key,
+)
 from vgfs.squashfs import SquashFSError, SquashFSImage
-
-FORMAT = 2  # 2: whole files stored in chunks
-KINDS = tuple(PER_IMAGE)  # ("meta", "objects", ...): each a named database and a file kind
-KIND_CODE = {k: i for i, k in enumerate(KINDS)}
-ID = struct.Struct(">Q")
-# offset, size, sha256 of a JPEG; a path follows when it is not one contiguous run in the image.
-JPEG_INDEX = struct.Struct("<QQ32sI")
-
-
-class JpegIndex(NamedTuple):
-    """Where an image's JPEG is. sha256 is for `verify`; crc32 is what the mount checks on a
-    JPEG's first read: ISA-L computes it in 3 µs for 140 KB, where sha256 takes 80 µs and zlib's
-    crc32 35. path is set only off the fast path."""
-
-    offset: int
-    size: int
-    sha256: bytes
-    path: str | None
-    crc32: int
-# Per image, the sizes of all its files in FILES order (ABSENT where it has none): listing an
-# image directory or stat-ing a file is one small read, and `find` walks a compact table
-# instead of faulting in a leaf page of every kind's database.
-FILES = (*KINDS, "jpeg")
-DIR_SIZES = struct.Struct(f"<{len(FILES)}I")
-ABSENT = 0xFFFFFFFF
-WHOLE_CHUNK = 1 << 20
-WHOLE_SIZE = struct.Struct("<Q")
-_CHUNK_NO = struct.Struct(">I")
-
-DB_NAMES = (*KINDS, "dirs", "sums", "files", "jpegs", "view_ids", "view_names", "view_pos")
-DUPSORT = {"view_ids"}  # many image ids per key, kept sorted by LMDB
-MAX_DBS = len(DB_NAMES) + 8
-
-
-def sum_key(kind: str, image_id: int) -> bytes:
-    return bytes([KIND_CODE[kind]]) + ID.pack(image_id)
-
-
-def chunk_key(name: str, chunk: int) -> bytes:
-    """The key of a whole file's `chunk`-th piece."""
-    return name.encode() + b"\0" + _CHUNK_NO.pack(chunk)
 
 
 class Dataset:
@@ -215,11 +170,6 @@ class Dataset:
         for key in cur.iternext(keys=True, values=False):
             yield ID.unpack(key)[0]
 
-    def kinds_of(self, image_id: int) -> list[str]:
-        """The kinds that have an entry for this image."""
-        sizes = self.dir_sizes(image_id) or (ABSENT,) * len(FILES)
-        return [k for k, size in zip(FILES, sizes, strict=True) if size != ABSENT and k in KINDS]
-
     # --- query views (query.py) ------------------------------------------------------------
 
     def view_name(self, view: str, position: int) -> tuple[bytes, int] | None:
@@ -317,65 +267,3 @@ def _read_manifest(path: Path) -> dict[str, Any]:
 def open_dataset(path: str | os.PathLike) -> Dataset:
     """Open a dataset folder written by `vgfs build`."""
     return Dataset(path)
-
-
-def verify(ds: Dataset, report: Callable[[str], None],
-           on_progress: Callable[[int], object] | None = None) -> int:
-    """Read every record, whole file and JPEG and check them against the stored checksums and
-    the manifest's digests. Calls `report` once per mismatch; returns how many there were."""
-    import hashlib
-
-    from isal.isal_zlib import crc32
-
-    bad = 0
-
-    def fail(msg: str) -> None:
-        nonlocal bad
-        bad += 1
-        report(msg)
-
-    txn, sums = ds._txn(), ds.dbs["sums"]
-    digests = ds.manifest.get("checksums", {})
-    try:
-        for kind in ds.kinds:
-            digest = hashlib.sha256()
-            for key, value in txn.cursor(db=ds.dbs[kind]):
-                image_id = ID.unpack(key)[0]
-                want = txn.get(sum_key(kind, image_id), db=sums)
-                if want is None or crc32(value).to_bytes(4, "big") != bytes(want):
-                    fail(f"image {image_id}: {kind} record does not match its checksum")
-                digest.update(bytes(key) + bytes(value))
-                if on_progress:
-                    on_progress(1)
-            if digests.get(kind) != digest.hexdigest():
-                fail(f"{kind}: records differ from the manifest's digest")
-        for name in ds.whole_files:
-            digest = hashlib.sha256()
-            try:
-                for data in ds.whole_chunks(name):
-                    digest.update(data)
-            except VGFSError as e:
-                fail(str(e))
-                continue
-            if ds.whole_size(name) is None or digest.hexdigest() != digests.get("file:" + name):
-                fail(f"{name}: does not match the manifest's sha256")
-        digest = hashlib.sha256()
-        for key, value in txn.cursor(db=ds.dbs["jpegs"]):
-            image_id = ID.unpack(key)[0]
-            digest.update(bytes(key) + bytes(value))
-            sha = ds.jpeg_index(image_id).sha256
-            try:
-                data = ds.jpeg(image_id)
-            except (OSError, VGFSError, SquashFSError) as e:
-                fail(f"image {image_id}: JPEG unreadable: {e}")
-                continue
-            if hashlib.sha256(data).digest() != bytes(sha):
-                fail(f"image {image_id}: JPEG bytes in {ds.images_path.name} do not match their"
-                     " sha256")
-            if on_progress:
-                on_progress(1)
-        if "jpegs" in digests and digests["jpegs"] != digest.hexdigest():
-            fail("JPEG index differs from the manifest's digest")
-    except lmdb.Error as e:
-        fail(f"{ds.path / 'annotations.lmdb'}: database damaged: {e}")
-    return bad

@@ -25,9 +25,9 @@ import pyfuse3
 import trio
 
 from vgfs.cache import LRUCache
-from vgfs.dataset import JpegIndex
+from vgfs.contents import Contents
+from vgfs.layout import JpegIndex
 from vgfs.tree import NameTooLong, Node, Tree
-from vgfs.views import Views
 
 log = logging.getLogger("vgfs")
 
@@ -97,10 +97,10 @@ class Operations(pyfuse3.Operations):
     enable_writeback_cache = False
     enable_acl = False
 
-    def __init__(self, tree: Tree, views: Views, cache: LRUCache, uid: int, gid: int,
+    def __init__(self, tree: Tree, contents: Contents, cache: LRUCache, uid: int, gid: int,
                  umask: int = 0, threads: int = 16) -> None:
         super().__init__()
-        self.tree, self.views, self.cache = tree, views, cache
+        self.tree, self.contents, self.cache = tree, contents, cache
         self.uid, self.gid = uid, gid
         self.file_mode = stat.S_IFREG | (0o444 & ~umask)
         self.dir_mode = stat.S_IFDIR | (0o555 & ~umask)
@@ -144,7 +144,7 @@ class Operations(pyfuse3.Operations):
             return attr
         attr = self._link_attr if node.is_link else self._file_attr
         attr.st_ino = node.ino
-        attr.st_size = size = self.views.size(node)
+        attr.st_size = size = self.contents.size(node)
         attr.st_blocks = (size + 511) // 512
         return attr
 
@@ -214,17 +214,17 @@ class Operations(pyfuse3.Operations):
             return self._stats_blob[off:off + size]
         if node.what != "jpeg":
             self.stats.backend["lmdb_reads"] += 1
-            return self.views.read(node, off, size)
+            return self.contents.read(node, off, size)
         data = self.cache.get(node.ino)
         if data is None:
-            extent = self.views.jpeg_extent(node)
+            extent = self.contents.jpeg_extent(node)
             chunk = self._read_cached(node, extent, off, size) if extent else None
             if chunk is not None:
                 return chunk
             # Not in the page cache (or compressed): fetch the whole file once in a worker
             # thread; the LRU then serves the kernel's next chunk reads inline.
             self.stats.backend["jpeg_reads_threaded"] += 1
-            data = await trio.to_thread.run_sync(self.views.load_jpeg, node,
+            data = await trio.to_thread.run_sync(self.contents.load_jpeg, node,
                                                  limiter=self.limiter)
             self.verified.add(node.ino)
             self.stats.backend["jpeg_bytes"] += len(data)
@@ -240,7 +240,7 @@ class Operations(pyfuse3.Operations):
         whole = self._read_nowait(extent.offset, extent.size, 0, extent.size)
         if whole is None:
             return None
-        self.views.check_jpeg(node, whole, extent.crc32)
+        self.contents.check_jpeg(node, whole, extent.crc32)
         self.verified.add(node.ino)
         if off + size < extent.size:
             self.cache.put(node.ino, bytes(whole))

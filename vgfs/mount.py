@@ -257,14 +257,14 @@ def _serve(dataset: str, mp: Path, opts: MountOptions, on_ready: Callable[[], No
     import trio
 
     from vgfs.cache import LRUCache
+    from vgfs.contents import Contents
     from vgfs.dataset import open_dataset
     from vgfs.fs import Operations
     from vgfs.tree import Tree
-    from vgfs.views import Views
 
     ds = open_dataset(dataset)
     cache = LRUCache(opts.cache_size)
-    ops = Operations(Tree(ds), Views(ds, cache, opts.pretty), cache, opts.uid, opts.gid,
+    ops = Operations(Tree(ds), Contents(ds, cache, opts.pretty), cache, opts.uid, opts.gid,
                      opts.umask, opts.threads)
     fsname = str(Path(dataset).absolute())
     fuse_opts = {"fsname=" + (fsname if re.fullmatch(r"[^,\s\\]+", fsname) else "vgfs"),

@@ -33,10 +33,11 @@ import struct
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from vgfs.schema import NAME_MAX
+
 VIEWS = ("by-object", "by-attribute", "by-predicate", "by-synset", "by-coco", "by-flickr")
 # by-coco and by-flickr map a name to exactly one image: a symlink, not a directory.
 LINK_VIEWS = ("by-coco", "by-flickr")
-NAME_MAX = 255
 POS = struct.Struct(">I")
 COUNT = struct.Struct("<I")
 _ESCAPES = str.maketrans({"%": "%25", "/": "%2F", "\0": "%00"})

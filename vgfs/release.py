@@ -20,28 +20,8 @@ import ijson
 import orjson
 
 from vgfs.errors import VGFSError
+from vgfs.schema import PER_IMAGE, WHOLE_FILES
 
-# kind -> (release file stem, key of the entry's list(s)). The kinds are the mount's file names.
-PER_IMAGE: dict[str, tuple[str, tuple[str, ...]]] = {
-    "meta": ("image_data", ()),
-    "objects": ("objects", ("objects",)),
-    "attributes": ("attributes", ("attributes",)),
-    "relationships": ("relationships", ("relationships",)),
-    "graph": ("scene_graphs", ("objects", "relationships")),
-    "regions": ("region_descriptions", ("regions",)),
-    "qa": ("question_answers", ("qas",)),
-}
-# Whole-dataset files, stored and served as released.
-WHOLE_FILES = (
-    "image_data.json",
-    "synsets.json",
-    "object_synsets.json",
-    "attribute_synsets.json",
-    "relationship_synsets.json",
-    "qa_to_region_mapping.json",
-    "object_alias.txt",
-    "relationship_alias.txt",
-)
 READ_SIZE = 1 << 20
 # A zip member may expand at most this many times its compressed size (JSON: about 10x).
 MAX_ZIP_RATIO = 200

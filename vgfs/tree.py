@@ -20,9 +20,10 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from vgfs.dataset import ABSENT, FILES, Dataset
+from vgfs.dataset import Dataset
+from vgfs.layout import ABSENT, FILES
 from vgfs.query import LINK_VIEWS, VIEWS
-from vgfs.release import WHOLE_FILES
+from vgfs.schema import CANONICAL_ID, NAME_MAX, WHOLE_FILES
 
 ROOT, IMAGES, BY_ID, README, STATS = 1, 2, 3, 4, 5
 # Unlisted, so ls and find never show it; fs.py fills it with the counters of `vgfs stats`.
@@ -37,9 +38,7 @@ CODE_BY_ID = len(FILES) + 1
 CODE_VIEW_LINK = len(FILES) + 2
 GRAPH = FILES.index("graph")
 MAX_IMAGE_ID = (2**63 - IMAGE_BASE) // 16 - 1
-NAME_MAX = 255
-# Canonical decimal: no sign, no leading zeros, no spaces; anything else does not exist.
-_DECIMAL = re.compile(rb"0|[1-9][0-9]{0,17}")
+_DECIMAL = re.compile(CANONICAL_ID.encode())
 FILE_NAMES = [("image.jpg" if f == "jpeg" else f + ".json").encode() for f in FILES]
 _INDEX_OF_NAME = {name: i for i, name in enumerate(FILE_NAMES)}
 # Listing order inside an image directory: the JPEG first, then the JSON files.

@@ -14,12 +14,13 @@ import orjson
 from isal.isal_zlib import crc32
 
 from vgfs.cache import LRUCache
-from vgfs.dataset import Dataset, JpegIndex
+from vgfs.dataset import Dataset
 from vgfs.errors import VGFSError
+from vgfs.layout import JpegIndex
 from vgfs.tree import Node
 
 
-class Views:
+class Contents:
     def __init__(self, dataset: Dataset, cache: LRUCache, pretty: bool = False) -> None:
         self.ds, self.cache, self.pretty = dataset, cache, pretty
         self._readme = readme_text(dataset.manifest).encode()
