@@ -9,7 +9,8 @@ from typing import Any
 
 
 class LRUCache:
-    """Maps a key to bytes, evicting least recently used entries beyond `max_bytes`.
+    """Maps a key to bytes (or to any value whose size the caller gives), evicting least
+    recently used entries beyond `max_bytes`.
 
     An item larger than the whole budget is returned but never stored, so one huge file cannot
     flush everything else. Thread-safe: the Python API may be used from many threads.
@@ -19,34 +20,35 @@ class LRUCache:
         self.max_bytes = max_bytes
         self.bytes = 0
         self.hits = self.misses = self.evictions = self.evicted_bytes = 0
-        self._items: OrderedDict[Any, bytes] = OrderedDict()
+        self._items: OrderedDict[Any, tuple[Any, int]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: Any) -> bytes | None:
+    def get(self, key: Any) -> Any:
         with self._lock:
-            data = self._items.get(key)
-            if data is None:
+            item = self._items.get(key)
+            if item is None:
                 self.misses += 1
                 return None
             self._items.move_to_end(key)
             self.hits += 1
-            return data
+            return item[0]
 
-    def put(self, key: Any, data: bytes) -> None:
-        size = len(data)
+    def put(self, key: Any, data: Any, size: int | None = None) -> None:
+        """Keep `data`, counted as `size` bytes (its len() by default)."""
+        size = len(data) if size is None else size
         if size > self.max_bytes:
             return
         with self._lock:
             old = self._items.pop(key, None)
             if old is not None:
-                self.bytes -= len(old)
-            self._items[key] = data
+                self.bytes -= old[1]
+            self._items[key] = (data, size)
             self.bytes += size
             while self.bytes > self.max_bytes:
-                _, dropped = self._items.popitem(last=False)
-                self.bytes -= len(dropped)
+                _, (_, dropped) = self._items.popitem(last=False)
+                self.bytes -= dropped
                 self.evictions += 1
-                self.evicted_bytes += len(dropped)
+                self.evicted_bytes += dropped
 
     def get_or_make(self, key: Any, make: Callable[[], bytes]) -> bytes:
         """The cached bytes, or make them, keep them and return them."""

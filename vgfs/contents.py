@@ -1,9 +1,9 @@
-"""The files' bytes: for each kind of node, how its content and exact size are made.
+"""The files' bytes: for each kind of node other than a JPEG (backend.py), its content and
+exact size.
 
 Compact JSON entries are served zero-copy from the LMDB map, whose pages the kernel caches, so
 they skip the LRU. What costs work to make goes through the LRU, so the work is done once while
-it stays hot: pretty JSON, and JPEGs that had to be fetched from storage (not in the page cache,
-or compressed in a site's image).
+it stays hot: pretty JSON.
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from isal.isal_zlib import crc32
 
 from vgfs.cache import LRUCache
 from vgfs.dataset import Dataset
 from vgfs.errors import VGFSError
-from vgfs.layout import JpegIndex
-from vgfs.tree import Node
+from vgfs.tree import Node, NodeType
+
+_RECORDS = (NodeType.RECORD, NodeType.BY_ID_FILE)
 
 
 class Contents:
@@ -26,67 +26,38 @@ class Contents:
         self._readme = readme_text(dataset.manifest).encode()
 
     def size(self, node: Node) -> int:
-        """Exact st_size: what a read from 0 to EOF returns."""
-        if node.is_dir:
-            return 0
-        if node.what == "readme":
+        """Exact st_size of a file or symlink: what a read from 0 to EOF returns."""
+        if node.type is NodeType.README:
             return len(self._readme)
-        if self.pretty and node.what in ("record", "by-id-file"):
+        if self.pretty and node.type in _RECORDS:
             return len(self.content(node))
         return node.size
-
-    def jpeg_extent(self, node: Node) -> JpegIndex | None:
-        """Where a JPEG that is one run in the image sits: read it with one pread."""
-        index = self.ds.jpeg_index(node.image_id)
-        return None if index is None or index.path is not None else index
-
-    def check_jpeg(self, node: Node, data: bytes | memoryview, expected: int) -> None:
-        """Damaged bytes become EIO: compare with the CRC-32 recorded at build time."""
-        if crc32(data) != expected:
-            raise VGFSError(f"image {node.image_id}: JPEG bytes in {self.ds.images_path.name}"
-                            " do not match their checksum")
 
     def read(self, node: Node, off: int, size: int) -> bytes | memoryview:
         """Bytes [off, off+size) of a file other than a JPEG. Raises VGFSError when its
         backing data is damaged."""
-        if node.what in ("whole", "counts"):
-            return self.ds.whole_range(node.name, off, size)
+        if node.type in (NodeType.WHOLE, NodeType.COUNTS):
+            return self.ds.whole_range(node.file, off, size)
         return memoryview(self.content(node))[off:off + size]
 
     def content(self, node: Node) -> bytes | memoryview:
-        """The whole file (not for whole-dataset files, which are read by range). Raises
-        VGFSError when its backing data is damaged."""
-        what = node.what
-        if what in ("record", "by-id-file"):
-            data = self.ds.record(node.name, node.image_id)
-            if data is None:
-                raise VGFSError(f"image {node.image_id}: {node.name} record vanished")
-            if not self.pretty:
-                return data
-            return self.cache.get_or_make(node.ino, lambda: _pretty(data, node))
-        if what == "readme":
+        """A record's or README.txt's whole bytes. Raises VGFSError when the backing data is
+        damaged."""
+        if node.type is NodeType.README:
             return self._readme
-        if what == "jpeg":
-            return self.cache.get(node.ino) or self.load_jpeg(node)
-        raise IsADirectoryError(node.ino)
-
-    def load_jpeg(self, node: Node) -> bytes:
-        """Read a whole JPEG from the image (blocking) and keep it in the LRU, so that the
-        kernel's next chunk reads of it are served without touching the backend."""
-        data = self.ds.jpeg(node.image_id)
-        index = self.ds.jpeg_index(node.image_id)
-        if data is None or index is None:
-            raise VGFSError(f"image {node.image_id}: JPEG vanished from the index")
-        self.check_jpeg(node, data, index.crc32)
-        self.cache.put(node.ino, data)
-        return data
+        data = self.ds.record(node.kind, node.image_id)
+        if data is None:
+            raise VGFSError(f"image {node.image_id}: {node.kind} record vanished")
+        if not self.pretty:
+            return data
+        return self.cache.get_or_make(node.ino, lambda: _pretty(data, node))
 
 
 def _pretty(data: memoryview, node: Node) -> bytes:
     try:
         return orjson.dumps(orjson.loads(data), option=orjson.OPT_INDENT_2) + b"\n"
     except orjson.JSONDecodeError as e:
-        raise VGFSError(f"image {node.image_id}: {node.name} record is corrupt ({e})") from e
+        raise VGFSError(f"image {node.image_id}: {node.kind} record is corrupt ({e})") from e
 
 
 def readme_text(manifest: dict[str, Any]) -> str:

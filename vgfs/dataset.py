@@ -5,8 +5,10 @@ The format is defined in layout.py, which the build writes.
 
 from __future__ import annotations
 
+import calendar
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -63,6 +65,26 @@ class Dataset:
     @property
     def images_path(self) -> Path:
         return self.path / self._image_path if self._image_path else Path()
+
+    @property
+    def built_ns(self) -> int:
+        """When the dataset was built, in ns since the epoch (0 if unknown): every file's
+        mtime, the same on every mount."""
+        try:
+            built = time.strptime(self.manifest.get("built", ""), "%Y-%m-%dT%H:%M:%SZ")
+        except ValueError:
+            return 0
+        return calendar.timegm(built) * 10**9
+
+    @property
+    def stored_bytes(self) -> int:
+        """The bytes of the release that this dataset holds: JPEGs and source files."""
+        total = self.manifest.get("images", {}).get("size", 0) or 0
+        return total + sum(s.get("size", 0) for s in self.manifest.get("sources", {}).values())
+
+    @property
+    def image_count(self) -> int:
+        return self.manifest.get("counts", {}).get("images", 0)
 
     @property
     def image_fd(self) -> int:

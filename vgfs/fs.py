@@ -1,15 +1,13 @@
-"""pyfuse3 operations over tree + views + cache: the only module that speaks FUSE.
+"""pyfuse3 operations over tree + contents + backend: the only module that speaks FUSE.
 
 The file handle is the inode number: the mount is read-only and stateless, so `open` does no I/O
-and `read` knows what to serve from the handle alone. LMDB reads and cache hits are served on the
-trio loop (about 1 µs); JPEG bytes come from one `preadv(RWF_NOWAIT)`, and only a read that would
-block goes to a worker thread (behind a CapacityLimiter), so one slow backend read never holds up
-the others.
+and `read` knows what to serve from the handle alone. The backend serves what it can on the trio
+loop, and only a read that would block goes to a worker thread (behind a CapacityLimiter), so
+one slow backend read never holds up the others.
 """
 
 from __future__ import annotations
 
-import calendar
 import errno
 import functools
 import logging
@@ -24,10 +22,11 @@ import orjson
 import pyfuse3
 import trio
 
+from vgfs.backend import Backend
 from vgfs.cache import LRUCache
 from vgfs.contents import Contents
-from vgfs.layout import JpegIndex
-from vgfs.tree import NameTooLong, Node, Tree
+from vgfs.schema import NAME_MAX
+from vgfs.tree import NameTooLong, Node, NodeType, Tree
 
 log = logging.getLogger("vgfs")
 
@@ -44,8 +43,7 @@ class Stats:
     def __init__(self) -> None:
         self.ops: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0.0])  # n, sum s, max s
         self.errors: dict[str, int] = defaultdict(int)
-        self.backend = {"lmdb_reads": 0, "jpeg_reads_nowait": 0, "jpeg_reads_threaded": 0,
-                        "jpeg_bytes": 0}
+        self.backend: dict[str, int] = {}  # the backend's own counters
         self.started = time.time()
 
     def record(self, op: str, seconds: float) -> None:
@@ -101,21 +99,14 @@ class Operations(pyfuse3.Operations):
                  umask: int = 0, threads: int = 16) -> None:
         super().__init__()
         self.tree, self.contents, self.cache = tree, contents, cache
+        self.backend = Backend(tree.ds, contents, cache)
         self.uid, self.gid = uid, gid
         self.file_mode = stat.S_IFREG | (0o444 & ~umask)
         self.dir_mode = stat.S_IFDIR | (0o555 & ~umask)
         self.stats = Stats()
+        self.stats.backend = self.backend.counters
         self.limiter = trio.CapacityLimiter(threads)
-        self.fd = tree.ds.image_fd
-        self.nowait = True  # cleared if the backing filesystem refuses RWF_NOWAIT
-        self.verified: set[int] = set()  # JPEG inodes whose bytes matched their sha256
-        mtime = tree.ds.manifest.get("built", "")
-        try:
-            built = time.strptime(mtime, "%Y-%m-%dT%H:%M:%SZ")
-            self.mtime_ns = calendar.timegm(built) * 10**9
-        except ValueError:
-            self.mtime_ns = 0
-        self._buf = bytearray(1 << 17)
+        self.mtime_ns = tree.ds.built_ns
         self._stats_blob = b""
         self._dir_attr = self._template(self.dir_mode, 2)
         self._file_attr = self._template(self.file_mode, 1)
@@ -140,7 +131,7 @@ class Operations(pyfuse3.Operations):
         if node.is_dir:
             attr = self._dir_attr
             attr.st_ino = node.ino
-            attr.st_size = node.size  # a view's name directory: its number of images
+            attr.st_size = node.count  # a view's name directory: its number of images
             return attr
         attr = self._link_attr if node.is_link else self._file_attr
         attr.st_ino = node.ino
@@ -200,7 +191,7 @@ class Operations(pyfuse3.Operations):
         node = self._node(inode)
         if node.is_dir:
             raise pyfuse3.FUSEError(errno.EISDIR)
-        if node.what == "stats":  # made afresh on each read: read to EOF whatever st_size says
+        if node.type is NodeType.STATS:  # made afresh on each read: read to EOF, whatever st_size
             return pyfuse3.FileInfo(fh=inode, direct_io=True)
         return pyfuse3.FileInfo(fh=inode, keep_cache=True)
 
@@ -208,70 +199,15 @@ class Operations(pyfuse3.Operations):
     async def read(self, fh: int, off: int, size: int) -> bytes | bytearray | memoryview:
         # pyfuse3 takes any buffer: slices of LMDB's map and of cached bytes are not copied.
         node = self._node(fh)
-        if node.what == "stats":
+        if node.type is NodeType.STATS:
             if off == 0:  # one snapshot per pass, so that a reader in chunks sees one
                 self._stats_blob = orjson.dumps(self.stats.snapshot(self.cache))
             return self._stats_blob[off:off + size]
-        if node.what != "jpeg":
-            self.stats.backend["lmdb_reads"] += 1
-            return self.contents.read(node, off, size)
-        data = self.cache.get(node.ino)
+        data = self.backend.read_now(node, off, size)
         if data is None:
-            extent = self.contents.jpeg_extent(node)
-            chunk = self._read_cached(node, extent, off, size) if extent else None
-            if chunk is not None:
-                return chunk
-            # Not in the page cache (or compressed): fetch the whole file once in a worker
-            # thread; the LRU then serves the kernel's next chunk reads inline.
-            self.stats.backend["jpeg_reads_threaded"] += 1
-            data = await trio.to_thread.run_sync(self.contents.load_jpeg, node,
+            data = await trio.to_thread.run_sync(self.backend.read, node, off, size,
                                                  limiter=self.limiter)
-            self.verified.add(node.ino)
-            self.stats.backend["jpeg_bytes"] += len(data)
-        return memoryview(data)[off:off + size]
-
-    def _read_cached(self, node: Node, extent: JpegIndex, off: int,
-                     size: int) -> memoryview | None:
-        """The chunk, if the page cache holds it. Damaged bytes never reach a reader: a JPEG's
-        first read takes the whole file and checks its CRC-32 (3 µs for 140 KB), keeping it in
-        the LRU for the kernel's next chunk reads; later reads take just the chunk."""
-        if node.ino in self.verified:
-            return self._read_nowait(extent.offset, extent.size, off, size)
-        whole = self._read_nowait(extent.offset, extent.size, 0, extent.size)
-        if whole is None:
-            return None
-        self.contents.check_jpeg(node, whole, extent.crc32)
-        self.verified.add(node.ino)
-        if off + size < extent.size:
-            self.cache.put(node.ino, bytes(whole))
-        return whole[off:off + size]
-
-    def _read_nowait(self, start: int, length: int, off: int, size: int) -> memoryview | None:
-        """Bytes [off, off+size) of the run at `start`, if one preadv can serve them from the
-        page cache without blocking."""
-        n = max(0, min(size, length - off))
-        if n == 0:
-            return memoryview(b"")
-        if not self.nowait:
-            return None
-        if len(self._buf) < n:
-            self._buf = bytearray(n)
-        # One reused buffer: pyfuse3 copies the reply out before any other request runs.
-        buf = memoryview(self._buf)[:n]
-        try:
-            got = os.preadv(self.fd, [buf], start + off, os.RWF_NOWAIT)
-        except BlockingIOError:
-            return None
-        except OSError as e:
-            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
-                raise
-            self.nowait = False  # this filesystem cannot tell: always use the thread
-            return None
-        if got != n:
-            return None
-        self.stats.backend["jpeg_reads_nowait"] += 1
-        self.stats.backend["jpeg_bytes"] += n
-        return buf
+        return data
 
     @_op("readlink")
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
@@ -291,16 +227,13 @@ class Operations(pyfuse3.Operations):
 
     @_op("statfs")
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
-        ds = self.tree.ds
-        total = ds.manifest.get("images", {}).get("size", 0) or 0
-        total += sum(s.get("size", 0) for s in ds.manifest.get("sources", {}).values())
         st = pyfuse3.StatvfsData()
         st.f_bsize = st.f_frsize = BLKSIZE
-        st.f_blocks = (total + BLKSIZE - 1) // BLKSIZE
+        st.f_blocks = (self.tree.ds.stored_bytes + BLKSIZE - 1) // BLKSIZE
         st.f_bfree = st.f_bavail = 0
-        st.f_files = ds.manifest.get("counts", {}).get("images", 0) * 10
+        st.f_files = self.tree.ds.image_count * 10
         st.f_ffree = st.f_favail = 0
-        st.f_namemax = 255
+        st.f_namemax = NAME_MAX
         return st
 
     # getxattr and listxattr are left to pyfuse3's ENOSYS: the kernel then stops asking.

@@ -13,13 +13,13 @@ import errno
 import lzma
 import os
 import struct
-import threading
 import zlib
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import NamedTuple
+
+from vgfs.cache import LRUCache
 
 NO_FRAGMENT = 0xFFFFFFFF
 _UNCOMPRESSED_BLOCK = 1 << 24  # set in a data block size word when the block is stored as is
@@ -159,36 +159,6 @@ def _decompressor(name: str) -> Callable[[bytes, int], bytes]:
     return lambda data, limit: lzo.decompress(data, False, limit + 1)
 
 
-class _LRUCache:
-    """Byte-bounded LRU shared by all threads; values are (bytes, extra) tuples."""
-
-    def __init__(self, capacity: int) -> None:
-        self._capacity = capacity
-        self._items: OrderedDict[tuple, tuple[bytes, int]] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple) -> tuple[bytes, int] | None:
-        with self._lock:
-            value = self._items.get(key)
-            if value is not None:
-                self._items.move_to_end(key)
-            return value
-
-    def put(self, key: tuple, value: tuple[bytes, int]) -> None:
-        size = len(value[0])
-        if size > self._capacity:
-            return
-        with self._lock:
-            if key in self._items:  # another thread decoded the same block meanwhile
-                return
-            self._items[key] = value
-            self._bytes += size
-            while self._bytes > self._capacity:
-                _, evicted = self._items.popitem(last=False)
-                self._bytes -= len(evicted[0])
-
-
 class _Cursor:
     """Sequential reader over a metadata table, crossing block boundaries as needed."""
 
@@ -231,7 +201,7 @@ class SquashFSImage:
 
     def __init__(self, path: str | os.PathLike, cache_bytes: int = 32 << 20) -> None:
         self._path = os.fspath(path)
-        self._cache = _LRUCache(cache_bytes)
+        self._cache = LRUCache(cache_bytes)
         try:
             self._fd: int | None = os.open(self._path, os.O_RDONLY)
         except OSError as e:
@@ -344,7 +314,7 @@ class SquashFSImage:
                 if not data:
                     raise self._corrupt(f"metadata block at byte {pos} is empty")
             hit = (data, pos + 2 + size)
-            self._cache.put(key, hit)
+            self._cache.put(key, hit, len(data))
         elif hit[1] > end:
             raise self._corrupt(f"metadata block at byte {pos} is outside its table")
         return hit
@@ -352,22 +322,21 @@ class SquashFSImage:
     def _compressed_block(self, pos: int, size: int, length: int) -> bytes:
         """Data block of size bytes at pos that must decompress to exactly length bytes."""
         key = ("d", pos, length)
-        hit = self._cache.get(key)
-        if hit is None:
+        data = self._cache.get(key)
+        if data is None:
             data = self._inflate(self._pread(pos, size), length, f"data block at byte {pos}")
             if len(data) != length:
                 raise self._corrupt(f"data block at byte {pos} has {len(data)} bytes, not {length}")
-            hit = (data, 0)
-            self._cache.put(key, hit)
-        return hit[0]
+            self._cache.put(key, data)
+        return data
 
     def _fragment(self, index: int) -> bytes:
         """Decompressed fragment block number index, of up to block_size bytes."""
         if not 0 <= index < self._fragment_count:
             raise self._corrupt(f"fragment {index} does not exist")
         key = ("f", index)
-        hit = self._cache.get(key)
-        if hit is None:
+        data = self._cache.get(key)
+        if data is None:
             per_block = _META_SIZE // _FRAGMENT.size
             table, offset = divmod(index, per_block)
             buf, _ = self._meta_block(self._fragment_index[table], self._bytes_used)
@@ -380,9 +349,8 @@ class SquashFSImage:
             data = self._pread(start, size)
             if not word & _UNCOMPRESSED_BLOCK:
                 data = self._inflate(data, self.block_size, f"fragment block at byte {start}")
-            hit = (data, 0)
-            self._cache.put(key, hit)
-        return hit[0]
+            self._cache.put(key, data)
+        return data
 
     # -- inodes and directories ------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from enum import Enum, auto
 
 from vgfs.dataset import Dataset
 from vgfs.layout import ABSENT, FILES
@@ -45,32 +46,58 @@ _INDEX_OF_NAME = {name: i for i, name in enumerate(FILE_NAMES)}
 _LISTING = [FILES.index("jpeg")] + [i for i, f in enumerate(FILES) if f != "jpeg"]
 
 
+class NodeType(Enum):
+    """What an inode is."""
+
+    ROOT = auto()
+    IMAGES = auto()  # images/
+    BY_ID = auto()  # by-id/
+    README = auto()  # README.txt
+    STATS = auto()  # .vgfs-stats
+    WHOLE = auto()  # a whole-dataset file at the root
+    IMAGE_DIR = auto()  # images/<id>/
+    RECORD = auto()  # images/<id>/<kind>.json
+    JPEG = auto()  # images/<id>/image.jpg
+    BY_ID_FILE = auto()  # by-id/<id>.json
+    VIEW = auto()  # by-object/, ...
+    COUNTS = auto()  # a view's counts.json
+    VIEW_NAME = auto()  # by-object/<name>/
+    ID_LINK = auto()  # by-coco/<id>: a symlink to ../images/<image id>
+    VIEW_LINK = auto()  # by-object/<name>/<id>: a symlink to ../../images/<id>
+
+
+DIRS = frozenset({NodeType.ROOT, NodeType.IMAGES, NodeType.BY_ID, NodeType.IMAGE_DIR,
+                  NodeType.VIEW, NodeType.VIEW_NAME})
+LINKS = frozenset({NodeType.ID_LINK, NodeType.VIEW_LINK})
+
+
 @dataclass(frozen=True, slots=True)
 class Node:
-    """What an inode is. `what`: root, images, by-id, readme, whole (a whole-dataset file),
-    dir (an image), record (a JSON kind of an image), jpeg, by-id-file, view, counts (a view's
-    counts.json), name (a view's name), link and view-link (symlinks), stats."""
+    """What an inode is, and what finding its bytes needs."""
 
     ino: int
-    what: str
+    type: NodeType
     image_id: int = -1
-    name: str = ""  # the record kind, the whole file's name (counts.json's too), or the view
-    size: int = 0  # the stored size (exact for all but pretty JSON); a view name: its count
-    key: bytes = b""  # a view name's escaped name
+    kind: str = ""  # RECORD, JPEG, BY_ID_FILE: the annotation kind (FILES)
+    file: str = ""  # WHOLE, COUNTS: the stored file's name
+    view: str = ""  # VIEW, VIEW_NAME, ID_LINK: the view
+    size: int = 0  # bytes as stored (exact for all but pretty JSON)
+    count: int = 0  # VIEW_NAME: its number of images, shown as the directory's st_size
+    key: bytes = b""  # VIEW_NAME, ID_LINK: the escaped name
 
     @property
     def is_dir(self) -> bool:
-        return self.what in ("root", "images", "by-id", "dir", "view", "name")
+        return self.type in DIRS
 
     @property
     def is_link(self) -> bool:
-        return self.what in ("link", "view-link")
+        return self.type in LINKS
 
     @property
     def target(self) -> bytes:
         """A symlink's target: every view entry leads to images/<id>."""
-        return (b"../images/" if self.what == "link" else b"../../images/") + str(
-            self.image_id).encode()
+        up = b"../images/" if self.type is NodeType.ID_LINK else b"../../images/"
+        return up + str(self.image_id).encode()
 
 
 def image_ino(image_id: int, code: int) -> int:
@@ -87,20 +114,26 @@ def parse_id(name: bytes) -> int | None:
 
 def _view_link(image_id: int) -> Node:
     target_len = len(b"../../images/") + len(str(image_id))
-    return Node(image_ino(image_id, CODE_VIEW_LINK), "view-link", image_id, size=target_len)
+    return Node(image_ino(image_id, CODE_VIEW_LINK), NodeType.VIEW_LINK, image_id,
+                size=target_len)
 
 
 def _image_node(image_id: int, code: int, sizes: tuple[int, ...]) -> Node | None:
     if code == CODE_DIR:
-        return Node(image_ino(image_id, code), "dir", image_id)
+        return _image_dir(image_id)
     if code == CODE_VIEW_LINK:
         return _view_link(image_id)
     index = GRAPH if code == CODE_BY_ID else code - 1
     if not 0 <= index < len(FILES) or sizes[index] == ABSENT:
         return None
     kind = FILES[index]
-    what = "by-id-file" if code == CODE_BY_ID else "jpeg" if kind == "jpeg" else "record"
-    return Node(image_ino(image_id, code), what, image_id, kind, sizes[index])
+    what = (NodeType.BY_ID_FILE if code == CODE_BY_ID
+            else NodeType.JPEG if kind == "jpeg" else NodeType.RECORD)
+    return Node(image_ino(image_id, code), what, image_id, kind, size=sizes[index])
+
+
+def _image_dir(image_id: int) -> Node:
+    return Node(image_ino(image_id, CODE_DIR), NodeType.IMAGE_DIR, image_id)
 
 
 class NameTooLong(Exception):
@@ -112,39 +145,40 @@ class Tree:
 
     def __init__(self, dataset: Dataset) -> None:
         self.ds = dataset
-        root: list[Node] = [Node(README, "readme"), Node(IMAGES, "images")]
+        root: list[Node] = [Node(README, NodeType.README), Node(IMAGES, NodeType.IMAGES)]
         names = [b"README.txt", b"images"]
         if "graph" in dataset.kinds:
-            root.append(Node(BY_ID, "by-id"))
+            root.append(Node(BY_ID, NodeType.BY_ID))
             names.append(b"by-id")
         for name in WHOLE_FILES:
             size = dataset.whole_size(name) if name in dataset.whole_files else None
             if size is not None:
-                root.append(Node(WHOLE_BASE + WHOLE_FILES.index(name), "whole", name=name,
-                                 size=size))
+                root.append(Node(WHOLE_BASE + WHOLE_FILES.index(name), NodeType.WHOLE,
+                                 file=name, size=size))
                 names.append(name.encode())
         self._counts: dict[str, Node] = {}
         for v, view in enumerate(VIEWS):
             counts_file = f"{view}/counts.json"
             counts = dataset.whole_size(counts_file)
             if dataset.manifest.get("views", {}).get(view) and counts is not None:
-                root.append(Node(VIEW_BASE + v, "view", name=view))
+                root.append(Node(VIEW_BASE + v, NodeType.VIEW, view=view))
                 names.append(view.encode())
-                self._counts[view] = Node(COUNTS_BASE + v, "counts", name=counts_file,
+                self._counts[view] = Node(COUNTS_BASE + v, NodeType.COUNTS, file=counts_file,
                                           size=counts)
         self._root = list(zip(names, root, strict=True))
-        stats = Node(STATS, "stats")
+        stats = Node(STATS, NodeType.STATS)
         self._root_by_name = {**dict(self._root), STATS_NAME: stats}
         self._fixed = {n.ino: n for n in [*root, *self._counts.values(), stats]}
-        self._fixed[ROOT] = Node(ROOT, "root")
+        self._fixed[ROOT] = Node(ROOT, NodeType.ROOT)
 
     def _name_node(self, view: str, position: int, key: bytes, count: int) -> Node:
         ino = NAME_BASE + (VIEWS.index(view) << NAME_SHIFT) + position
         if view not in LINK_VIEWS:
-            return Node(ino, "name", name=view, size=count, key=key)
+            return Node(ino, NodeType.VIEW_NAME, view=view, count=count, key=key)
         # by-coco/<id>: a symlink to the image (the lowest id, if two share a coco id).
         image_id = next(self.ds.view_images(view, key))
-        return Node(ino, "link", image_id, view, len(b"../images/") + len(str(image_id)), key)
+        return Node(ino, NodeType.ID_LINK, image_id, view=view,
+                    size=len(b"../images/") + len(str(image_id)), key=key)
 
     def node(self, ino: int) -> Node | None:
         """Decode an inode number; None if it names nothing in this dataset."""
@@ -170,7 +204,7 @@ class Tree:
             image_id = parse_id(name)
             if image_id is None or not self.ds.has_image(image_id):
                 return None
-            return Node(image_ino(image_id, CODE_DIR), "dir", image_id)
+            return _image_dir(image_id)
         if parent == BY_ID:
             image_id = parse_id(name[:-5]) if name.endswith(b".json") else None
             return None if image_id is None else self.node(image_ino(image_id, CODE_BY_ID))
@@ -186,9 +220,9 @@ class Tree:
         if parent >= NAME_BASE:
             node = self.node(parent)
             image_id = parse_id(name)
-            if node is None or node.what != "name" or image_id is None:
+            if node is None or node.type is not NodeType.VIEW_NAME or image_id is None:
                 return None
-            return _view_link(image_id) if self.ds.view_has(node.name, node.key,
+            return _view_link(image_id) if self.ds.view_has(node.view, node.key,
                                                              image_id) else None
         if parent >= IMAGE_BASE:
             image_id, code = divmod(parent - IMAGE_BASE, 16)
@@ -206,8 +240,7 @@ class Tree:
         elif ino == IMAGES:
             # The offset is the last listed image id + 1, so resuming is one cursor seek.
             for image_id in self.ds.image_ids(after=offset - 1):
-                yield (str(image_id).encode(), Node(image_ino(image_id, CODE_DIR), "dir",
-                                                   image_id), image_id + 1)
+                yield str(image_id).encode(), _image_dir(image_id), image_id + 1
         elif ino == BY_ID:
             for image_id in self.ds.image_ids(after=offset - 1):
                 node = self.node(image_ino(image_id, CODE_BY_ID))
@@ -222,9 +255,9 @@ class Tree:
                 yield key, self._name_node(view, position, key, count), position + 2
         elif ino >= NAME_BASE:
             node = self.node(ino)
-            if node is None or node.what != "name":
+            if node is None or node.type is not NodeType.VIEW_NAME:
                 return
-            for image_id in self.ds.view_images(node.name, node.key, after=offset - 1):
+            for image_id in self.ds.view_images(node.view, node.key, after=offset - 1):
                 yield str(image_id).encode(), _view_link(image_id), image_id + 1
         elif ino >= IMAGE_BASE:
             image_id = (ino - IMAGE_BASE) // 16
