@@ -45,7 +45,9 @@ SEED = 0
 CODE = DATA / f"code-{os.getpid()}"  # this run's copy of the vgfs package
 SOURCE = CODE / "vgfs"
 _frozen: list[str] = []  # the commit the copy was taken at
-RELEASE_CODE = ("sample.py",)  # what a synthetic release's bytes depend on
+# What a synthetic release's bytes depend on.
+RELEASE_CODE = tuple(f"sample/{name}.py" for name in ("__init__", "vocab", "annotations",
+                                                       "jpegs", "writer"))
 DATASET_CODE = (*RELEASE_CODE, "release.py", "build.py", "dataset.py")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from vgfs.errors import VGFSError
-from vgfs.sample import _write, write_sample
+from vgfs.sample import write_sample
+from vgfs.sample.writer import _write
 
 PER_IMAGE = ("image_data.json", "objects.json", "attributes.json", "relationships.json",
              "scene_graphs.json", "region_descriptions.json", "question_answers.json")
