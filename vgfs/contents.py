@@ -1,9 +1,10 @@
-"""The files' bytes: for each kind of node other than a JPEG (backend.py), its content and
-exact size.
+"""Each node's bytes and exact size: ranges of the release's own files, the files composed
+from them (compose.py), README.txt, and JPEGs (through backend.py).
 
-Compact JSON entries are served zero-copy from the LMDB map, whose pages the kernel caches, so
-they skip the LRU. What costs work to make goes through the LRU, so the work is done once while
-it stays hot: pretty JSON.
+`read_now` is what the adapter calls on its event loop: it serves what needs no wait for
+storage and says None for the rest, which `read` then serves in a worker thread. Python callers
+use the same two calls. What costs work to make (a composed file, pretty JSON) is made once and
+kept in the LRU while it stays hot; stored frames are kept there too (dataset.py).
 """
 
 from __future__ import annotations
@@ -12,48 +13,85 @@ from typing import Any
 
 import orjson
 
+from vgfs.backend import Backend, Buffer
 from vgfs.cache import LRUCache
 from vgfs.dataset import Dataset
 from vgfs.errors import VGFSError
+from vgfs.layout import KINDS, JpegIndex
 from vgfs.tree import Node, NodeType
 
-_RECORDS = (NodeType.RECORD, NodeType.BY_ID_FILE)
+_FILES = (NodeType.RELEASE_FILE, NodeType.COUNTS)
+_JPEGS = (NodeType.JPEG, NodeType.STRAY)
+_PER_IMAGE = (NodeType.RECORD, NodeType.BY_ID_FILE)
 
 
 class Contents:
     def __init__(self, dataset: Dataset, cache: LRUCache, pretty: bool = False) -> None:
         self.ds, self.cache, self.pretty = dataset, cache, pretty
+        self.backend = Backend(dataset, cache)
         self._readme = readme_text(dataset.manifest).encode()
 
     def size(self, node: Node) -> int:
         """Exact st_size of a file or symlink: what a read from 0 to EOF returns."""
         if node.type is NodeType.README:
             return len(self._readme)
-        if self.pretty and node.type in _RECORDS:
-            return len(self.content(node))
+        if self.pretty and node.type in _PER_IMAGE:
+            return len(self._made(node))
         return node.size
 
-    def read(self, node: Node, off: int, size: int) -> bytes | memoryview:
-        """Bytes [off, off+size) of a file other than a JPEG. Raises VGFSError when its
-        backing data is damaged."""
-        if node.type in (NodeType.WHOLE, NodeType.COUNTS):
-            return self.ds.whole_range(node.file, off, size)
-        return memoryview(self.content(node))[off:off + size]
+    def read_now(self, node: Node, off: int, size: int) -> Buffer | None:
+        """Bytes [off, off+size) of a file, or None if serving them would wait for storage."""
+        if node.type in _JPEGS:
+            return self.backend.jpeg_now(node.ino, self._jpeg_index(node), off, size)
+        return self.read(node, off, size)
 
-    def content(self, node: Node) -> bytes | memoryview:
-        """A record's or README.txt's whole bytes. Raises VGFSError when the backing data is
-        damaged."""
-        if node.type is NodeType.README:
-            return self._readme
-        data = self.ds.record(node.kind, node.image_id)
+    def read(self, node: Node, off: int, size: int) -> Buffer:
+        """The same bytes as `read_now`, waiting for storage if need be. Raises VGFSError
+        when the backing data is damaged."""
+        if node.type in _JPEGS:
+            return self.backend.jpeg(node.ino, self._jpeg_index(node), off, size)
+        self.backend.counters["lmdb_reads"] += 1
+        if node.type in _FILES:
+            return self.ds.file_range(node.file, off, size)
+        if node.type is NodeType.RECORD and not self.pretty and (
+                node.kind != "graph" or "graph" in self.ds.kinds):
+            return self._entry_range(node, off, size)
+        data = self._readme if node.type is NodeType.README else self._made(node)
+        return memoryview(data)[off:off + size]
+
+    def _jpeg_index(self, node: Node) -> JpegIndex:
+        index = (self.ds.strays.get(node.file) if node.type is NodeType.STRAY
+                 else self.ds.jpeg_index(node.image_id))
+        if index is None:
+            raise VGFSError(f"image {node.image_id}: JPEG vanished from the index")
+        return index
+
+    def _entry_range(self, node: Node, off: int, size: int) -> Buffer:
+        """Part of an image's entry, straight from the frames that hold it."""
+        record = self.ds.image(node.image_id)
+        if record is None:
+            raise VGFSError(f"image {node.image_id}: vanished from the index")
+        start, length = record.ranges[KINDS.index(node.kind)]
+        size = max(0, min(size, length - off))
+        return self.ds.range(self.ds.kind_file(node.kind), start + off, size)
+
+    def _made(self, node: Node) -> bytes:
+        """A per-image file that is composed or indented: made once, kept in the LRU."""
+        return self.cache.get_or_make(node.ino, lambda: self._make(node))
+
+    def _make(self, node: Node) -> bytes:
+        if node.type is NodeType.BY_ID_FILE:
+            data = self.ds.by_id_bytes(node.image_id)
+        elif node.kind == "graph":
+            data = self.ds.graph_bytes(node.image_id)
+        else:
+            data = self.ds.entry_bytes(node.kind, node.image_id)
         if data is None:
-            raise VGFSError(f"image {node.image_id}: {node.kind} record vanished")
-        if not self.pretty:
-            return data
-        return self.cache.get_or_make(node.ino, lambda: _pretty(data, node))
+            raise VGFSError(f"image {node.image_id}: {node.kind} entry vanished")
+        return _pretty(data, node) if self.pretty else bytes(data)
 
 
-def _pretty(data: memoryview, node: Node) -> bytes:
+def _pretty(data: Buffer, node: Node) -> bytes:
     try:
         return orjson.dumps(orjson.loads(data), option=orjson.OPT_INDENT_2) + b"\n"
     except orjson.JSONDecodeError as e:

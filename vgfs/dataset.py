@@ -1,6 +1,9 @@
-"""The read side of a dataset folder: open and validate it; records, JPEGs and listings by image id.
+"""The read side of a dataset folder: open and validate it; per-image ranges, stored files,
+the JPEG index and the query views' listings. The format is defined in layout.py.
 
-The format is defined in layout.py, which the build writes.
+Stored bytes come out of zstd frames that each decompress alone, checked by zstd's checksum
+of their content whenever they are read: a damaged frame is an error for the files it holds,
+never wrong bytes. A cache (cache.py) may keep decompressed frames.
 """
 
 from __future__ import annotations
@@ -15,44 +18,59 @@ from typing import Any
 
 import lmdb
 import orjson
+import zstandard
 
-from vgfs import query
+from vgfs import compose, query
+from vgfs.cache import LRUCache
 from vgfs.errors import VGFSError
 from vgfs.layout import (
+    ABSENT,
     DB_NAMES,
-    DIR_SIZES,
     DUPSORT,
+    FILE_INFO,
     FORMAT,
+    FRAME,
     ID,
     JPEG_INDEX,
     KINDS,
     MAX_DBS,
-    WHOLE_CHUNK,
-    WHOLE_SIZE,
+    VIEW_FILE_PREFIX,
+    ImageRecord,
     JpegIndex,
-    chunk_key,
+    frame_key,
 )
 from vgfs.squashfs import SquashFSError, SquashFSImage
+
+Buffer = bytes | memoryview
 
 
 class Dataset:
     """An open dataset folder. Safe to share between threads; reads never block on each other."""
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, cache: LRUCache | None = None) -> None:
         self.path = Path(path)
         self.manifest = _read_manifest(self.path)
+        self.cache = cache if cache is not None else LRUCache(16 << 20)
         lmdb_path = self.path / "annotations.lmdb"
+        self._local = threading.local()
         try:
             self.env = lmdb.open(str(lmdb_path), readonly=True, lock=False, max_dbs=MAX_DBS,
                                  subdir=True, readahead=False, max_readers=1024)
             self.dbs = {n: self.env.open_db(n.encode(), create=False, dupsort=n in DUPSORT,
                                             dupfixed=n in DUPSORT) for n in DB_NAMES}
+            # Small and asked for by every listing of the root: held in memory.
+            self.files = {bytes(k).decode(): FILE_INFO.unpack(v)
+                          for k, v in self._txn().cursor(db=self.dbs["files"])}
+            self.strays = {bytes(k).decode(): _jpeg_index(v)
+                           for k, v in self._txn().cursor(db=self.dbs["strays"])}
         except lmdb.Error as e:
             raise VGFSError(f"{lmdb_path}: cannot open the annotation database: {e}") from e
-        self.kinds = tuple(k for k in KINDS if k in self.manifest["kinds"])
-        self.whole_files = tuple(self.manifest["whole_files"])
+        kinds = self.manifest["kinds"]
+        self.kinds = tuple(k for k in KINDS if k in kinds)
+        # Each stored kind's source file, by number: a kind's ranges are offsets into it.
+        self._kind_file = {k: self.files[kinds[k]["file"]][0] for k in self.kinds
+                           if kinds[k].get("file") in self.files}
         self._image_path = self.manifest["images"].get("path")
-        self._local = threading.local()
         self._image: SquashFSImage | None = None
         self._image_fd = -1
         if self._image_path:
@@ -80,7 +98,7 @@ class Dataset:
     def stored_bytes(self) -> int:
         """The bytes of the release that this dataset holds: JPEGs and source files."""
         total = self.manifest.get("images", {}).get("size", 0) or 0
-        return total + sum(s.get("size", 0) for s in self.manifest.get("sources", {}).values())
+        return total + sum(size for _, size in self.files.values())
 
     @property
     def image_count(self) -> int:
@@ -112,26 +130,93 @@ class Dataset:
             txn = self._local.txn = self.env.begin(buffers=True)
         return txn
 
-    # --- records ---------------------------------------------------------------------------
+    # --- stored files ----------------------------------------------------------------------
 
-    def record(self, kind: str, image_id: int) -> memoryview | None:
-        """The stored entry of `kind` for one image as compact JSON (a zero-copy view), or None."""
-        return self._txn().get(ID.pack(image_id), db=self.dbs[kind])
+    def release_files(self) -> list[tuple[str, int]]:
+        """(relative path, size) of every file of the release kept here, sorted by path."""
+        return sorted((p, size) for p, (_, size) in self.files.items()
+                      if not p.startswith(VIEW_FILE_PREFIX))
 
-    def entry(self, kind: str, image_id: int) -> Any:
-        """The entry as a Python value, equal to the release's entry."""
-        data = self.record(kind, image_id)
-        return None if data is None else orjson.loads(data)
+    def file_size(self, path: str) -> int | None:
+        info = self.files.get(path)
+        return None if info is None else info[1]
+
+    def file_range(self, path: str, off: int, size: int) -> Buffer:
+        """Bytes [off, off+size) of a stored file (short at its end)."""
+        file_no, total = self.files[path]
+        return self.range(file_no, off, min(size, total - off))
+
+    def range(self, file_no: int, off: int, size: int) -> Buffer:
+        """`size` bytes of file `file_no` from `off`: zero-copy inside one frame."""
+        if size <= 0:
+            return b""
+        first, last = off // FRAME, (off + size - 1) // FRAME
+        start = off - first * FRAME
+        if first == last:
+            return memoryview(self._frame(file_no, first))[start:start + size]
+        data = b"".join(self._frame(file_no, f) for f in range(first, last + 1))
+        return memoryview(data)[start:start + size]
+
+    def _frame(self, file_no: int, frame: int) -> bytes:
+        key = (file_no, frame)
+        data = self.cache.get(key)
+        if data is None:
+            raw = self._txn().get(frame_key(file_no, frame), db=self.dbs["frames"])
+            if raw is None:
+                raise VGFSError(f"{self._file_name(file_no)}: frame {frame} is missing from"
+                                " the annotation database")
+            try:
+                data = self._decompressor().decompress(raw)
+            except zstandard.ZstdError as e:
+                raise VGFSError(f"{self._file_name(file_no)}: frame {frame} is damaged in the"
+                                f" annotation database ({e})") from None
+            self.cache.put(key, data)
+        return data
+
+    def _decompressor(self) -> zstandard.ZstdDecompressor:
+        """One per thread: a zstd context is not safe to share."""
+        dctx = getattr(self._local, "dctx", None)
+        if dctx is None:
+            dctx = self._local.dctx = zstandard.ZstdDecompressor()
+        return dctx
+
+    def _file_name(self, file_no: int) -> str:
+        return next((p.lstrip(VIEW_FILE_PREFIX) for p, (n, _) in self.files.items()
+                     if n == file_no), f"file {file_no}")
+
+    # --- images ----------------------------------------------------------------------------
+
+    def image(self, image_id: int) -> ImageRecord | None:
+        """What the dataset knows of an image, or None when image_data.json has no such
+        image."""
+        raw = self._txn().get(ID.pack(image_id), db=self.dbs["images"])
+        return None if raw is None else ImageRecord.unpack(raw)
+
+    def has_image(self, image_id: int) -> bool:
+        return self.image(image_id) is not None
+
+    def image_ids(self, after: int = -1, db: str = "images") -> Iterator[int]:
+        """Image ids in ascending order, starting after `after`; O(log n) to start anywhere.
+        `db` "jpegs" lists the images with a JPEG, "part2" those of VG_100K_2."""
+        cur = self._txn().cursor(db=self.dbs[db])
+        if not cur.set_range(ID.pack(after + 1)):
+            return
+        for key in cur.iternext(keys=True, values=False):
+            yield ID.unpack(key)[0]
+
+    def kind_file(self, kind: str) -> int:
+        """The number of the file that holds a stored kind's entries."""
+        return self._kind_file[kind]
 
     def warm(self, stop: threading.Event) -> int:
-        """Read every page of the databases each lookup touches (dirs, jpegs) once, so that
+        """Read every page of the databases each lookup touches (images, jpegs) once, so that
         the page cache holds them: the mount reads LMDB on its event loop, where a page fetched
         from slow storage would hold up every request. Returns the records read; stops early
         when `stop` is set."""
         n = 0
         txn = self.env.begin(buffers=True)
         try:
-            for name in ("dirs", "jpegs"):
+            for name in ("images", "jpegs"):
                 for _ in txn.cursor(db=self.dbs[name]).iternext(keys=False, values=True):
                     n += 1
                     if n % 1024 == 0 and stop.is_set():
@@ -140,57 +225,38 @@ class Dataset:
             txn.abort()
         return n
 
-    def whole_size(self, name: str) -> int | None:
-        """The size of a whole-dataset file (or a view's counts.json), None when absent."""
-        raw = self._txn().get(name.encode(), db=self.dbs["files"])
-        return None if raw is None else WHOLE_SIZE.unpack(raw)[0]
+    def in_part2(self, image_id: int) -> bool:
+        return self._txn().get(ID.pack(image_id), db=self.dbs["part2"]) is not None
 
-    def whole_range(self, name: str, off: int, size: int) -> bytes | memoryview:
-        """Bytes [off, off+size) of a whole file: zero-copy unless they span two chunks."""
-        end = min(off + size, self.whole_size(name) or 0)
-        pieces = []
-        while off < end:
-            chunk, start = divmod(off, WHOLE_CHUNK)
-            piece = self._chunk(name, chunk)[start:start + end - off]
-            if not piece:
-                raise VGFSError(f"{name}: piece {chunk} is shorter than the file's size says")
-            pieces.append(piece)
-            off += len(piece)
-        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
-
-    def whole_chunks(self, name: str) -> Iterator[memoryview]:
-        """A whole file's pieces in order."""
-        for chunk in range(-(-(self.whole_size(name) or 0) // WHOLE_CHUNK)):
-            yield self._chunk(name, chunk)
-
-    def _chunk(self, name: str, chunk: int) -> memoryview:
-        data = self._txn().get(chunk_key(name, chunk), db=self.dbs["files"])
-        if data is None:
-            raise VGFSError(f"{name}: piece {chunk} is missing from the annotation database")
-        return data
-
-    def whole_file(self, name: str) -> bytes | None:
-        """A whole file's bytes (for small files and tests: the mount reads ranges)."""
-        if self.whole_size(name) is None:
+    def entry_bytes(self, kind: str, image_id: int) -> Buffer | None:
+        """The release's own bytes of an image's entry in a stored kind, or None."""
+        record = self.image(image_id)
+        if record is None or kind not in self._kind_file:
             return None
-        return b"".join(self.whole_chunks(name))
+        offset, length = record.ranges[KINDS.index(kind)]
+        if length == ABSENT:
+            return None
+        return self.range(self._kind_file[kind], offset, length)
 
-    def dir_sizes(self, image_id: int) -> tuple[int, ...] | None:
-        """Sizes of the image's files in FILES order (ABSENT: no such file), or None when
-        image_data.json has no such image."""
-        raw = self._txn().get(ID.pack(image_id), db=self.dbs["dirs"])
-        return None if raw is None else DIR_SIZES.unpack(raw)
+    def entry(self, kind: str, image_id: int) -> Any:
+        """The entry as a Python value, equal to the release's entry; "graph" is composed
+        when the release has no scene_graphs.json."""
+        data = self.graph_bytes(image_id) if kind == "graph" else self.entry_bytes(kind, image_id)
+        return None if data is None else orjson.loads(data)
 
-    def has_image(self, image_id: int) -> bool:
-        return self.dir_sizes(image_id) is not None
+    def graph_bytes(self, image_id: int) -> Buffer | None:
+        """graph.json's bytes: the scene_graphs.json entry, or composed without that file."""
+        if "graph" in self._kind_file:
+            return self.entry_bytes("graph", image_id)
+        return compose.graph(image_id, *(self.entry_bytes(k, image_id)
+                                         for k in ("attributes", "objects", "relationships")))
 
-    def image_ids(self, after: int = -1) -> Iterator[int]:
-        """Image ids in ascending order, starting after `after`; O(log n) to start anywhere."""
-        cur = self._txn().cursor(db=self.dbs["dirs"])
-        if not cur.set_range(ID.pack(after + 1)):
-            return
-        for key in cur.iternext(keys=True, values=False):
-            yield ID.unpack(key)[0]
+    def by_id_bytes(self, image_id: int) -> bytes | None:
+        """by-id/<id>.json's bytes (compose.by_id)."""
+        record, sg = self.image(image_id), self.graph_bytes(image_id)
+        if record is None or sg is None:
+            return None
+        return compose.by_id(sg, self.entry_bytes("attributes", image_id), record.attr_base)
 
     # --- query views (query.py) ------------------------------------------------------------
 
@@ -233,21 +299,19 @@ class Dataset:
     def jpeg_index(self, image_id: int) -> JpegIndex | None:
         """Where the image's JPEG is, or None when it has none."""
         raw = self._txn().get(ID.pack(image_id), db=self.dbs["jpegs"])
-        if raw is None:
-            return None
-        offset, size, digest, crc = JPEG_INDEX.unpack_from(raw)
-        path = bytes(raw[JPEG_INDEX.size:]).decode() if len(raw) > JPEG_INDEX.size else None
-        return JpegIndex(offset, size, digest, path, crc)
+        return None if raw is None else _jpeg_index(raw)
 
     def jpeg(self, image_id: int) -> bytes | None:
         """The JPEG bytes, exactly as released, or None when the image has none."""
         index = self.jpeg_index(image_id)
-        if index is None:
-            return None
+        return None if index is None else self.image_bytes(index, f"image {image_id}")
+
+    def image_bytes(self, index: JpegIndex, what: str) -> bytes:
+        """The bytes of a file of the image (a JPEG or a stray), read blocking."""
         if index.path is None:
             data = os.pread(self._image_fd, index.size, index.offset)
             if len(data) != index.size:
-                raise VGFSError(f"{self.images_path}: truncated at the JPEG of image {image_id}")
+                raise VGFSError(f"{self.images_path}: truncated at the JPEG of {what}")
             return data
         return self.read_slow(index.path, 0, index.size)
 
@@ -260,6 +324,12 @@ class Dataset:
                 raise VGFSError(str(e)) from e
         img = self._image
         return img.read(img.lookup(path), offset, size)
+
+
+def _jpeg_index(raw: Buffer) -> JpegIndex:
+    offset, size, digest, crc = JPEG_INDEX.unpack_from(raw)
+    path = bytes(raw[JPEG_INDEX.size:]).decode() if len(raw) > JPEG_INDEX.size else None
+    return JpegIndex(offset, size, digest, path, crc)
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
@@ -286,6 +356,6 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     return manifest
 
 
-def open_dataset(path: str | os.PathLike) -> Dataset:
-    """Open a dataset folder written by `vgfs build`."""
-    return Dataset(path)
+def open_dataset(path: str | os.PathLike, cache: LRUCache | None = None) -> Dataset:
+    """Open a dataset folder written by `vgfs build`; `cache` keeps decompressed frames."""
+    return Dataset(path, cache)

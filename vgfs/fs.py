@@ -1,7 +1,7 @@
-"""pyfuse3 operations over tree + contents + backend: the only module that speaks FUSE.
+"""pyfuse3 operations over tree + contents: the only module that speaks FUSE.
 
 The file handle is the inode number: the mount is read-only and stateless, so `open` does no I/O
-and `read` knows what to serve from the handle alone. The backend serves what it can on the trio
+and `read` knows what to serve from the handle alone. Contents serves what it can on the trio
 loop, and only a read that would block goes to a worker thread (behind a CapacityLimiter), so
 one slow backend read never holds up the others.
 """
@@ -22,7 +22,6 @@ import orjson
 import pyfuse3
 import trio
 
-from vgfs.backend import Backend
 from vgfs.cache import LRUCache
 from vgfs.contents import Contents
 from vgfs.schema import NAME_MAX
@@ -99,12 +98,11 @@ class Operations(pyfuse3.Operations):
                  umask: int = 0, threads: int = 16) -> None:
         super().__init__()
         self.tree, self.contents, self.cache = tree, contents, cache
-        self.backend = Backend(tree.ds, contents, cache)
         self.uid, self.gid = uid, gid
         self.file_mode = stat.S_IFREG | (0o444 & ~umask)
         self.dir_mode = stat.S_IFDIR | (0o555 & ~umask)
         self.stats = Stats()
-        self.stats.backend = self.backend.counters
+        self.stats.backend = contents.backend.counters
         self.limiter = trio.CapacityLimiter(threads)
         self.mtime_ns = tree.ds.built_ns
         self._stats_blob = b""
@@ -203,9 +201,9 @@ class Operations(pyfuse3.Operations):
             if off == 0:  # one snapshot per pass, so that a reader in chunks sees one
                 self._stats_blob = orjson.dumps(self.stats.snapshot(self.cache))
             return self._stats_blob[off:off + size]
-        data = self.backend.read_now(node, off, size)
+        data = self.contents.read_now(node, off, size)
         if data is None:
-            data = await trio.to_thread.run_sync(self.backend.read, node, off, size,
+            data = await trio.to_thread.run_sync(self.contents.read, node, off, size,
                                                  limiter=self.limiter)
         return data
 

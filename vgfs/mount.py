@@ -262,8 +262,8 @@ def _serve(dataset: str, mp: Path, opts: MountOptions, on_ready: Callable[[], No
     from vgfs.fs import Operations
     from vgfs.tree import Tree
 
-    ds = open_dataset(dataset)
-    cache = LRUCache(opts.cache_size)
+    cache = LRUCache(opts.cache_size)  # decompressed frames and made files share it
+    ds = open_dataset(dataset, cache)
     ops = Operations(Tree(ds), Contents(ds, cache, opts.pretty), cache, opts.uid, opts.gid,
                      opts.umask, opts.threads)
     fsname = str(Path(dataset).absolute())

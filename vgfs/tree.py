@@ -1,17 +1,19 @@
 """The namespace: paths <-> stable inode numbers, lookups and directory listings. No FUSE here.
 
-Inode numbers are pure functions of what a node is, so they are the same on every mount of the
-same dataset, on every node of a cluster, and need no table in memory:
+The mount is the release folder plus views of it (DESIGN §2.3). Inode numbers are pure
+functions of what a node is, so they are the same on every mount of the same dataset, on every
+node of a cluster, and need no table in memory:
 
-    1                 root                  2  images/        3  by-id/      4  README.txt
+    1  root   2  images/   3  by-id/   4  README.txt   6  VG_100K/   7  VG_100K_2/
     5                 .vgfs-stats: the mount's live counters, found by lookup, never listed
     8 + v             the v-th query view's directory (by-object/...), 48 + v its counts.json
-    16 + i            the i-th whole-dataset file at the root (image_data.json, synsets.json...)
-    2**32 + 16*id + c image `id`: c = 0 its directory, 1..7 a JSON kind, 8 image.jpg,
-                      9 by-id/<id>.json, 10 a view's symlink to it (the same in every view)
+    2**20 + i         the i-th path of the release's own files and folders, in sorted order
+    2**31 + i         the i-th other file of the JPEG folders (dataset.strays), sorted
+    2**32 + 16*id + c image `id`: c = 0 its directory, 1..7 a JSON kind, 8 image.jpg (also
+                      VG_100K/<id>.jpg), 9 by-id/<id>.json, 10 a view's symlink to it
     2**60 + 2**40*v + p  the name at position p of view v (query.py)
 
-Every answer about an image costs one read of its size summary (dataset.DIR_SIZES).
+Every answer about an image costs one read of its record (layout.IMAGE).
 """
 
 from __future__ import annotations
@@ -20,30 +22,43 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum, auto
+from typing import TYPE_CHECKING
 
-from vgfs.dataset import Dataset
-from vgfs.layout import ABSENT, FILES
+from vgfs.layout import ABSENT, KINDS, VIEW_FILE_PREFIX, ImageRecord
 from vgfs.query import LINK_VIEWS, VIEWS
-from vgfs.schema import CANONICAL_ID, NAME_MAX, WHOLE_FILES
+from vgfs.schema import CANONICAL_ID, IMAGE_DIRS, NAME_MAX
 
-ROOT, IMAGES, BY_ID, README, STATS = 1, 2, 3, 4, 5
+if TYPE_CHECKING:
+    from vgfs.dataset import Dataset
+
+ROOT, IMAGES, BY_ID, README, STATS, VG_100K, VG_100K_2 = 1, 2, 3, 4, 5, 6, 7
 # Unlisted, so ls and find never show it; fs.py fills it with the counters of `vgfs stats`.
 STATS_NAME = b".vgfs-stats"
 VIEW_BASE, COUNTS_BASE = 8, 48
-WHOLE_BASE = 16
+RELEASE_BASE = 1 << 20
+STRAY_BASE = 1 << 31
 IMAGE_BASE = 1 << 32
 NAME_BASE, NAME_SHIFT = 1 << 60, 40
+# The largest image id whose inodes stay below the views' names: the build refuses larger ones.
+MAX_IMAGE_ID = (NAME_BASE - IMAGE_BASE) // 16 - 1
+# The files of an image directory, by kind: the JSON kinds, then its JPEG.
+FILES = (*KINDS, "jpeg")
 # Codes of an image's nodes: 0 its directory, 1 + i the i-th of FILES, then by-id/<id>.json.
 CODE_DIR = 0
+CODE_JPEG = len(FILES)
 CODE_BY_ID = len(FILES) + 1
 CODE_VIEW_LINK = len(FILES) + 2
-GRAPH = FILES.index("graph")
-MAX_IMAGE_ID = (2**63 - IMAGE_BASE) // 16 - 1
+GRAPH = KINDS.index("graph")
 _DECIMAL = re.compile(CANONICAL_ID.encode())
 FILE_NAMES = [("image.jpg" if f == "jpeg" else f + ".json").encode() for f in FILES]
 _INDEX_OF_NAME = {name: i for i, name in enumerate(FILE_NAMES)}
 # Listing order inside an image directory: the JPEG first, then the JSON files.
 _LISTING = [FILES.index("jpeg")] + [i for i, f in enumerate(FILES) if f != "jpeg"]
+# Where a JPEG folder's listing goes on from its JPEGs to its other files.
+_STRAYS_OFFSET = 1 << 62
+# Names the mount gives meaning to: the build keeps release files off them.
+RESERVED = frozenset({"README.txt", "images", "by-id", *IMAGE_DIRS, *VIEWS,
+                      STATS_NAME.decode()})
 
 
 class NodeType(Enum):
@@ -54,10 +69,13 @@ class NodeType(Enum):
     BY_ID = auto()  # by-id/
     README = auto()  # README.txt
     STATS = auto()  # .vgfs-stats
-    WHOLE = auto()  # a whole-dataset file at the root
+    RELEASE_FILE = auto()  # a file of the release folder, at its own path
+    RELEASE_DIR = auto()  # a folder of the release folder
+    JPEG_DIR = auto()  # VG_100K/, VG_100K_2/
+    STRAY = auto()  # a file of a JPEG folder that is no annotated image's JPEG
     IMAGE_DIR = auto()  # images/<id>/
     RECORD = auto()  # images/<id>/<kind>.json
-    JPEG = auto()  # images/<id>/image.jpg
+    JPEG = auto()  # images/<id>/image.jpg, VG_100K/<id>.jpg
     BY_ID_FILE = auto()  # by-id/<id>.json
     VIEW = auto()  # by-object/, ...
     COUNTS = auto()  # a view's counts.json
@@ -66,8 +84,8 @@ class NodeType(Enum):
     VIEW_LINK = auto()  # by-object/<name>/<id>: a symlink to ../../images/<id>
 
 
-DIRS = frozenset({NodeType.ROOT, NodeType.IMAGES, NodeType.BY_ID, NodeType.IMAGE_DIR,
-                  NodeType.VIEW, NodeType.VIEW_NAME})
+DIRS = frozenset({NodeType.ROOT, NodeType.IMAGES, NodeType.BY_ID, NodeType.RELEASE_DIR,
+                  NodeType.JPEG_DIR, NodeType.IMAGE_DIR, NodeType.VIEW, NodeType.VIEW_NAME})
 LINKS = frozenset({NodeType.ID_LINK, NodeType.VIEW_LINK})
 
 
@@ -79,7 +97,7 @@ class Node:
     type: NodeType
     image_id: int = -1
     kind: str = ""  # RECORD, JPEG, BY_ID_FILE: the annotation kind (FILES)
-    file: str = ""  # WHOLE, COUNTS: the stored file's name
+    file: str = ""  # RELEASE_*, STRAY, COUNTS, JPEG_DIR: the stored path
     view: str = ""  # VIEW, VIEW_NAME, ID_LINK: the view
     size: int = 0  # bytes as stored (exact for all but pretty JSON)
     count: int = 0  # VIEW_NAME: its number of images, shown as the directory's st_size
@@ -112,32 +130,46 @@ def parse_id(name: bytes) -> int | None:
     return value if value <= MAX_IMAGE_ID else None
 
 
+def _jpeg_id(name: bytes) -> int | None:
+    """The image id of a `<id>.jpg` name, or None."""
+    return parse_id(name[:-4]) if name.endswith(b".jpg") else None
+
+
 def _view_link(image_id: int) -> Node:
     target_len = len(b"../../images/") + len(str(image_id))
     return Node(image_ino(image_id, CODE_VIEW_LINK), NodeType.VIEW_LINK, image_id,
                 size=target_len)
 
 
-def _image_node(image_id: int, code: int, sizes: tuple[int, ...]) -> Node | None:
-    if code == CODE_DIR:
-        return _image_dir(image_id)
-    if code == CODE_VIEW_LINK:
-        return _view_link(image_id)
-    index = GRAPH if code == CODE_BY_ID else code - 1
-    if not 0 <= index < len(FILES) or sizes[index] == ABSENT:
-        return None
-    kind = FILES[index]
-    what = (NodeType.BY_ID_FILE if code == CODE_BY_ID
-            else NodeType.JPEG if kind == "jpeg" else NodeType.RECORD)
-    return Node(image_ino(image_id, code), what, image_id, kind, size=sizes[index])
-
-
 def _image_dir(image_id: int) -> Node:
     return Node(image_ino(image_id, CODE_DIR), NodeType.IMAGE_DIR, image_id)
 
 
+def _image_node(image_id: int, code: int, record: ImageRecord) -> Node | None:
+    if code == CODE_DIR:
+        return _image_dir(image_id)
+    if code == CODE_VIEW_LINK:
+        return _view_link(image_id)
+    if code == CODE_BY_ID:
+        size, what, kind = record.by_id_size, NodeType.BY_ID_FILE, "graph"
+    elif code == CODE_JPEG:
+        size, what, kind = record.jpeg_size, NodeType.JPEG, "jpeg"
+    elif 1 <= code <= len(KINDS):
+        kind = KINDS[code - 1]
+        size = record.graph_size if kind == "graph" else record.ranges[code - 1][1]
+        what = NodeType.RECORD
+    else:
+        return None
+    if size == ABSENT:
+        return None
+    return Node(image_ino(image_id, code), what, image_id, kind, size=size)
+
+
 class NameTooLong(Exception):
     """A name longer than NAME_MAX bytes: ENAMETOOLONG, not ENOENT."""
+
+
+Listing = list[tuple[bytes, Node]]
 
 
 class Tree:
@@ -145,31 +177,75 @@ class Tree:
 
     def __init__(self, dataset: Dataset) -> None:
         self.ds = dataset
-        root: list[Node] = [Node(README, NodeType.README), Node(IMAGES, NodeType.IMAGES)]
-        names = [b"README.txt", b"images"]
+        self._fixed: dict[int, Node] = {ROOT: Node(ROOT, NodeType.ROOT)}
+        self._dirs: dict[int, Listing] = {}  # the listings held in memory, by inode
+        root: Listing = [(b"README.txt", Node(README, NodeType.README)),
+                         (b"images", Node(IMAGES, NodeType.IMAGES))]
         if "graph" in dataset.kinds:
-            root.append(Node(BY_ID, NodeType.BY_ID))
-            names.append(b"by-id")
-        for name in WHOLE_FILES:
-            size = dataset.whole_size(name) if name in dataset.whole_files else None
-            if size is not None:
-                root.append(Node(WHOLE_BASE + WHOLE_FILES.index(name), NodeType.WHOLE,
-                                 file=name, size=size))
-                names.append(name.encode())
+            root.append((b"by-id", Node(BY_ID, NodeType.BY_ID)))
+        self._strays = self._stray_nodes()
+        for ino, folder in ((VG_100K, IMAGE_DIRS[0]), (VG_100K_2, IMAGE_DIRS[1])):
+            if self._jpeg_dir_has_files(folder):
+                root.append((folder.encode(), Node(ino, NodeType.JPEG_DIR, file=folder)))
+        root += self._release_nodes()
         self._counts: dict[str, Node] = {}
         for v, view in enumerate(VIEWS):
-            counts_file = f"{view}/counts.json"
-            counts = dataset.whole_size(counts_file)
+            counts_file = f"{VIEW_FILE_PREFIX}{view}/counts.json"
+            counts = dataset.file_size(counts_file)
             if dataset.manifest.get("views", {}).get(view) and counts is not None:
-                root.append(Node(VIEW_BASE + v, NodeType.VIEW, view=view))
-                names.append(view.encode())
+                root.append((view.encode(), Node(VIEW_BASE + v, NodeType.VIEW, view=view)))
                 self._counts[view] = Node(COUNTS_BASE + v, NodeType.COUNTS, file=counts_file,
                                           size=counts)
-        self._root = list(zip(names, root, strict=True))
+        self._dirs[ROOT] = sorted(root, key=lambda entry: entry[0])
         stats = Node(STATS, NodeType.STATS)
-        self._root_by_name = {**dict(self._root), STATS_NAME: stats}
-        self._fixed = {n.ino: n for n in [*root, *self._counts.values(), stats]}
-        self._fixed[ROOT] = Node(ROOT, NodeType.ROOT)
+        self._root_by_name = {**dict(self._dirs[ROOT]), STATS_NAME: stats}
+        for listing in self._dirs.values():
+            self._fixed.update((node.ino, node) for _, node in listing)
+        self._fixed.update((n.ino, n) for n in [*self._counts.values(), stats])
+        self._by_name = {ino: dict(listing) for ino, listing in self._dirs.items()}
+
+    def _release_nodes(self) -> Listing:
+        """The release's own files, with a node for each folder on their paths; returns the
+        root's entries and keeps the folders' listings."""
+        paths = dict(self.ds.release_files())
+        for path in list(paths):
+            parts = path.split("/")
+            for depth in range(1, len(parts)):
+                paths.setdefault("/".join(parts[:depth]), -1)  # -1: a folder
+        ino_of = {path: RELEASE_BASE + i for i, path in enumerate(sorted(paths))}
+        root: Listing = []
+        for path, size in paths.items():
+            parent, _, name = path.rpartition("/")
+            if size < 0:
+                node = Node(ino_of[path], NodeType.RELEASE_DIR, file=path)
+                self._dirs.setdefault(node.ino, [])
+            else:
+                node = Node(ino_of[path], NodeType.RELEASE_FILE, file=path, size=size)
+            listing = self._dirs.setdefault(ino_of[parent], []) if parent else root
+            listing.append((name.encode(), node))
+        for ino, listing in self._dirs.items():
+            self._dirs[ino] = sorted(listing, key=lambda entry: entry[0])
+        return root
+
+    def _stray_nodes(self) -> dict[str, list[tuple[bytes, Node]]]:
+        """Per JPEG folder, its other files: VG_100K/ also shows those of VG_100K_2/, as the
+        merged folder that holds everything."""
+        out: dict[str, list[tuple[bytes, Node]]] = {folder: [] for folder in IMAGE_DIRS}
+        for i, (path, index) in enumerate(sorted(self.ds.strays.items())):
+            folder, _, name = path.partition("/")
+            node = Node(STRAY_BASE + i, NodeType.STRAY, file=path, size=index.size)
+            out[folder].append((name.encode(), node))
+            if folder == IMAGE_DIRS[1]:
+                out[IMAGE_DIRS[0]].append((name.encode(), node))
+            self._fixed[node.ino] = node
+        for listing in out.values():
+            listing.sort(key=lambda entry: entry[0])
+        self._stray_by_name = {folder: dict(listing) for folder, listing in out.items()}
+        return out
+
+    def _jpeg_dir_has_files(self, folder: str) -> bool:
+        db = "jpegs" if folder == IMAGE_DIRS[0] else "part2"
+        return bool(self._strays[folder]) or next(self.ds.image_ids(db=db), None) is not None
 
     def _name_node(self, view: str, position: int, key: bytes, count: int) -> Node:
         ino = NAME_BASE + (VIEWS.index(view) << NAME_SHIFT) + position
@@ -191,8 +267,8 @@ class Tree:
             found = self.ds.view_name(VIEWS[v], position)
             return None if found is None else self._name_node(VIEWS[v], position, *found)
         image_id, code = divmod(ino - IMAGE_BASE, 16)
-        sizes = self.ds.dir_sizes(image_id)
-        return None if sizes is None else _image_node(image_id, code, sizes)
+        record = self.ds.image(image_id)
+        return None if record is None else _image_node(image_id, code, record)
 
     def lookup(self, parent: int, name: bytes) -> Node | None:
         """The node called `name` in directory `parent`, or None. Only canonical names exist."""
@@ -200,23 +276,19 @@ class Tree:
             raise NameTooLong
         if parent == ROOT:
             return self._root_by_name.get(name)
+        if parent in self._by_name:
+            return self._by_name[parent].get(name)
         if parent == IMAGES:
             image_id = parse_id(name)
-            if image_id is None or not self.ds.has_image(image_id):
-                return None
-            return _image_dir(image_id)
+            return _image_dir(image_id) if image_id is not None and self.ds.has_image(
+                image_id) else None
         if parent == BY_ID:
             image_id = parse_id(name[:-5]) if name.endswith(b".json") else None
             return None if image_id is None else self.node(image_ino(image_id, CODE_BY_ID))
+        if parent in (VG_100K, VG_100K_2):
+            return self._lookup_jpeg(parent, name)
         if VIEW_BASE <= parent < VIEW_BASE + len(VIEWS):
-            view = VIEWS[parent - VIEW_BASE]
-            if name == b"counts.json":
-                return self._counts.get(view)
-            position = self.ds.view_position(view, name)
-            if position is None:
-                return None
-            found = self.ds.view_name(view, position)
-            return None if found is None else self._name_node(view, position, *found)
+            return self._lookup_view(VIEWS[parent - VIEW_BASE], name)
         if parent >= NAME_BASE:
             node = self.node(parent)
             image_id = parse_id(name)
@@ -232,20 +304,37 @@ class Tree:
             return self.node(image_ino(image_id, index + 1))
         return None
 
+    def _lookup_jpeg(self, folder_ino: int, name: bytes) -> Node | None:
+        image_id = _jpeg_id(name)
+        if image_id is not None and (folder_ino == VG_100K or self.ds.in_part2(image_id)):
+            node = self.node(image_ino(image_id, CODE_JPEG))
+            if node is not None:
+                return node
+        return self._stray_by_name[IMAGE_DIRS[folder_ino - VG_100K]].get(name)
+
+    def _lookup_view(self, view: str, name: bytes) -> Node | None:
+        if name == b"counts.json":
+            return self._counts.get(view)
+        position = self.ds.view_position(view, name)
+        if position is None:
+            return None
+        found = self.ds.view_name(view, position)
+        return None if found is None else self._name_node(view, position, *found)
+
     def readdir(self, ino: int, offset: int) -> Iterator[tuple[bytes, Node, int]]:
         """(name, node, next offset) for the entries after `offset`; resumes in O(log n)."""
-        if ino == ROOT:
-            for i in range(offset, len(self._root)):
-                yield *self._root[i], i + 1
+        if ino in self._dirs:
+            listing = self._dirs[ino]
+            for i in range(offset, len(listing)):
+                yield *listing[i], i + 1
         elif ino == IMAGES:
             # The offset is the last listed image id + 1, so resuming is one cursor seek.
             for image_id in self.ds.image_ids(after=offset - 1):
                 yield str(image_id).encode(), _image_dir(image_id), image_id + 1
         elif ino == BY_ID:
-            for image_id in self.ds.image_ids(after=offset - 1):
-                node = self.node(image_ino(image_id, CODE_BY_ID))
-                if node is not None:
-                    yield f"{image_id}.json".encode(), node, image_id + 1
+            yield from self._readdir_images(offset, CODE_BY_ID, "images", ".json")
+        elif ino in (VG_100K, VG_100K_2):
+            yield from self._readdir_jpegs(ino, offset)
         elif VIEW_BASE <= ino < VIEW_BASE + len(VIEWS):
             # Offset 0 is counts.json; the name at position p has offset p + 1.
             view = VIEWS[ino - VIEW_BASE]
@@ -261,11 +350,29 @@ class Tree:
                 yield str(image_id).encode(), _view_link(image_id), image_id + 1
         elif ino >= IMAGE_BASE:
             image_id = (ino - IMAGE_BASE) // 16
-            sizes = self.ds.dir_sizes(image_id)
-            if sizes is None:
+            record = self.ds.image(image_id)
+            if record is None:
                 return
             for position in range(offset, len(_LISTING)):
                 index = _LISTING[position]
-                node = _image_node(image_id, index + 1, sizes)
+                node = _image_node(image_id, index + 1, record)
                 if node is not None:
                     yield FILE_NAMES[index], node, position + 1
+
+    def _readdir_images(self, offset: int, code: int, db: str,
+                        suffix: str) -> Iterator[tuple[bytes, Node, int]]:
+        """One file per image, named `<id><suffix>`, in id order from `offset` on."""
+        for image_id in self.ds.image_ids(after=offset - 1, db=db):
+            node = self.node(image_ino(image_id, code))
+            if node is not None:
+                yield f"{image_id}{suffix}".encode(), node, image_id + 1
+
+    def _readdir_jpegs(self, ino: int, offset: int) -> Iterator[tuple[bytes, Node, int]]:
+        """A JPEG folder: its images' JPEGs in id order, then its other files."""
+        if offset < _STRAYS_OFFSET:
+            db = "jpegs" if ino == VG_100K else "part2"
+            yield from self._readdir_images(offset, CODE_JPEG, db, ".jpg")
+            offset = _STRAYS_OFFSET
+        strays = self._strays[IMAGE_DIRS[ino - VG_100K]]
+        for i in range(offset - _STRAYS_OFFSET, len(strays)):
+            yield *strays[i], _STRAYS_OFFSET + i + 1
