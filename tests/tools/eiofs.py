@@ -1,11 +1,11 @@
 """A read-only passthrough FUSE filesystem that fails chosen reads with EIO, for fault tests.
 
-    python -m tests.eiofs SOURCE MOUNTPOINT CONTROL
+    python -m tests.tools.eiofs SOURCE MOUNTPOINT CONTROL
 
 serves the tree under SOURCE at MOUNTPOINT. While the file CONTROL exists and holds
 `NAME START END`, every read of the file called NAME that overlaps bytes [START, END) fails
 with EIO; remove CONTROL and the same reads succeed again. NAME's reads bypass the page cache
-(direct_io), so each one reaches this process. Not collected by pytest.
+(direct_io), so each one reaches this process.
 """
 
 from __future__ import annotations
