@@ -1,18 +1,21 @@
 """A read-only passthrough FUSE filesystem that delays every read: slow storage on demand.
 
-    python -m benchmarks.slowfs SOURCE MOUNTPOINT [--delay-ms N] [--threads N]
-                                [--max-background N]
+    python -m benchmarks.slowfs SOURCE MOUNTPOINT [--delay-ms N] [--meta-delay-ms N]
+                                [--threads N] [--max-background N]
 
 serves the tree under SOURCE at MOUNTPOINT until it is unmounted or gets SIGTERM or SIGINT
-(then it unmounts). Every read waits N ms (default 2), then reads SOURCE's file. The wait is a
-trio sleep and a read that would block runs in a worker thread, so each read in flight waits its
-own N ms: the passthrough never serialises reads, and whatever does is the client's doing.
+(then it unmounts). Every read waits N ms (default 2), then reads SOURCE's file. With
+`--meta-delay-ms N`, every lookup, getattr, open, opendir and readdir first waits N ms (default
+0): the round trip to a networked filesystem's metadata server. The waits are trio sleeps and a read
+that would block runs in a worker thread, so each request in flight waits its own N ms: the
+passthrough never serialises requests, and whatever does is the client's doing (the kernel
+sends the lookups of one directory one at a time).
 
 The kernel reads a FUSE file through its page cache as readahead, and caps such "background"
 requests at 12 per mount (fusectl's max_background); slowfs raises the cap (`--max-background`,
 64), or the kernel, not the passthrough, would serialise more than 12 readers.
 
-With `--delay-ms 0` it is the floor of per-request cost under any pyfuse3 filesystem: the lean
+With no delays it is the floor of per-request cost under any pyfuse3 filesystem: the lean
 passthrough of `tests/tools/passthrough.py`. The kernel keeps what it reads (keep_cache): only
 reads of what its page cache lacks reach slowfs and pay the delay, so cold runs must drop the
 caches first.
@@ -25,6 +28,7 @@ most reads in flight at once, its CPU seconds) are the JSON of the root's extend
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import select
@@ -33,9 +37,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import pyfuse3
 import trio
@@ -43,22 +48,40 @@ import trio
 from tests.tools.passthrough import Passthrough
 from vgfs.mount import mounted_fs
 
+T = TypeVar("T")
 FUSECTL = Path("/sys/fs/fuse/connections")
 STATS_XATTR = "user.slowfs.stats"
 FSTYPE = "fuse.slowfs"
 
 
+def _after_meta_delay(request: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """`request`, answered once the metadata delay has passed."""
+    @functools.wraps(request)
+    async def delayed(self: SlowFS, *args: object) -> T:
+        if self.meta_delay:
+            await trio.sleep(self.meta_delay)
+        return await request(self, *args)
+    return delayed
+
+
 class SlowFS(Passthrough):
-    """The passthrough, its reads `delay` seconds late, counting what reaches it;
-    `max_background` readahead requests in flight."""
+    """The passthrough, its reads `delay` seconds late and its metadata requests `meta_delay`
+    seconds late, counting what reaches it; `max_background` readahead requests in flight."""
 
     name = "slowfs"
 
-    def __init__(self, source: str, delay: float, threads: int, max_background: int) -> None:
+    def __init__(self, source: str, delay: float, threads: int, meta_delay: float,
+                 max_background: int) -> None:
         super().__init__(source, threads)
-        self.delay, self.max_background = delay, max_background
+        self.delay, self.meta_delay, self.max_background = delay, meta_delay, max_background
         self.stats = {"pid": os.getpid(), "reads": 0, "bytes": 0, "seconds": 0.0,
                       "in_flight": 0, "peak_in_flight": 0}
+
+    lookup = _after_meta_delay(Passthrough.lookup)
+    getattr = _after_meta_delay(Passthrough.getattr)
+    open = _after_meta_delay(Passthrough.open)
+    opendir = _after_meta_delay(Passthrough.opendir)
+    readdir = _after_meta_delay(Passthrough.readdir)
 
     async def read(self, fh: int, off: int, size: int) -> bytes | memoryview:
         stats = self.stats
@@ -148,13 +171,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("source", help="the folder to serve")
     p.add_argument("mountpoint")
     p.add_argument("--delay-ms", type=float, default=2.0, help="wait before each read (2)")
+    p.add_argument("--meta-delay-ms", type=float, default=0.0,
+                   help="wait before each lookup, getattr, open, opendir and readdir (0)")
     p.add_argument("--threads", type=int, default=64,
                    help="worker threads for reads the page cache cannot serve (64)")
     p.add_argument("--max-background", type=int, default=64,
                    help="the kernel's cap on readahead requests in flight (64; 0: its own 12)")
     args = p.parse_args(argv)
     SlowFS(os.path.abspath(args.source), args.delay_ms / 1000, args.threads,
-           args.max_background).serve(args.mountpoint)
+           args.meta_delay_ms / 1000, args.max_background).serve(args.mountpoint)
 
 
 if __name__ == "__main__":
