@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import select
 import shutil
 import signal
@@ -24,13 +25,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vgfs import __version__
-from vgfs.mount import mounted_fs
+from vgfs.mount import mounted_fs, read_stats
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -278,12 +281,67 @@ def sampling(pid: int, out: str | Path, *flags: str) -> Iterator[None]:
             proc.communicate(timeout=60)  # read to the end: a full pipe would stall py-spy
 
 
-def spy_stacks(raw: str) -> Iterator[tuple[str, int]]:
-    """(stack, samples) from py-spy's raw output, a stack per line: `frame;...;frame COUNT`."""
+@dataclass
+class Frames:
+    """py-spy's samples of some threads, by frame (`function (file:line)`)."""
+
+    own: Counter[str] = field(default_factory=Counter)  # samples it was the innermost frame of
+    inclusive: Counter[str] = field(default_factory=Counter)  # samples with it on the stack
+    stacks: Counter[str] = field(default_factory=Counter)  # samples by whole stack
+
+    @property
+    def samples(self) -> int:
+        return sum(self.own.values())
+
+    def top(self, n: int, counter: Counter[str] | None = None) -> list[tuple[str, int, float]]:
+        """The `n` most-sampled frames of `counter` (default: `own`): frame, samples, their
+        share of all the samples."""
+        total = max(1, self.samples)
+        counter = self.own if counter is None else counter
+        return [(frame, k, k / total) for frame, k in counter.most_common(n)]
+
+
+def spy_frames(raw: str, thread: Callable[[str], bool] = lambda first: True,
+               by_function: bool = False) -> Frames:
+    """py-spy's raw output (a stack per line, `frame;...;frame COUNT`; with --threads the first
+    frame names the thread), reduced to frames: of the stacks whose first frame `thread` takes.
+    `by_function` counts `inclusive` by function, line numbers dropped, so that a function
+    counts once in a sample whatever lines of it are on the stack."""
+    out = Frames()
     for line in raw.splitlines():
         stack, _, count = line.rpartition(" ")
-        if stack:
-            yield stack, int(count)
+        frames = stack.split(";")
+        if not stack or not thread(frames[0]):
+            continue
+        n = int(count)
+        out.own[frames[-1]] += n
+        out.stacks[stack] += n
+        out.inclusive.update(dict.fromkeys(
+            (re.sub(r":\d+\)$", ")", f) if by_function else f for f in frames), n))
+    return out
+
+
+def daemon_profile(mp: Path, workload: Callable[[], None]) -> str:
+    """Top frames of the vgfs daemon serving `mp` while `workload` runs, sampled by py-spy:
+    the lines most samples were in, and the functions most samples were in or below."""
+    pid = read_stats(str(mp))["pid"]
+    with tempfile.NamedTemporaryFile("r", suffix=".txt") as raw:
+        # --native: the time pyfuse3 and libfuse spend in C (system calls on /dev/fuse, the
+        # copies of replies) shows, not only the Python frames above it.
+        with sampling(pid, raw.name, "--native", "-r", "200"):
+            workload()
+        frames = spy_frames(raw.read(), by_function=True)
+    if not frames.samples:
+        raise RuntimeError("py-spy recorded no samples")
+
+    def top(counter: Counter[str]) -> str:
+        return "\n".join(f"{share:6.1%}  {frame}" for frame, _, share in frames.top(25, counter))
+
+    return (f"{frames.samples:,} samples of the vgfs daemon (pid {pid}), py-spy --native at 200"
+            " Hz, idle threads left out. py-spy counts trio's EpollIOManager.get_events as busy:"
+            " it is the event loop waiting for the next request.\n\nTop lines by own samples:\n"
+            f"{top(frames.own)}\n\nTop functions by samples in the function or below it:\n"
+            f"{top(frames.inclusive)}\n")
 
 
 # --- results -----------------------------------------------------------------------------

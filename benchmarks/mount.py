@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import re
 import subprocess
 import tempfile
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from multiprocessing.queues import SimpleQueue
 from multiprocessing.synchronize import Barrier
@@ -225,36 +223,6 @@ def bench_walks(dataset: Path, runs: int, tmp: Path
 
 # --- profiles ----------------------------------------------------------------------------
 
-def profile(mp: Path, workload: Callable[[], None]) -> str:
-    """Top frames of the vgfs daemon serving `mp` while `workload` runs, sampled by py-spy:
-    the lines most samples were in, and the functions most samples were in or below."""
-    pid = read_stats(str(mp))["pid"]
-    with tempfile.NamedTemporaryFile("r", suffix=".txt") as raw:
-        # --native: the time pyfuse3 and libfuse spend in C (system calls on /dev/fuse, the
-        # copies of replies) shows, not only the Python frames above it.
-        with common.sampling(pid, raw.name, "--native", "-r", "200"):
-            workload()
-        stacks = raw.read()
-    own: Counter[str] = Counter()  # by line
-    below: Counter[str] = Counter()  # by function
-    for stack, n in common.spy_stacks(stacks):
-        frames = stack.split(";")
-        own[frames[-1]] += n
-        below.update(dict.fromkeys((re.sub(r":\d+\)$", ")", f) for f in frames), n))
-    total = sum(own.values())
-    if not total:
-        raise RuntimeError("py-spy recorded no samples")
-
-    def top(counter: Counter[str]) -> str:
-        return "\n".join(f"{n / total:6.1%}  {frame}" for frame, n in counter.most_common(25))
-
-    return (f"{total:,} samples of the vgfs daemon (pid {pid}), py-spy --native at 200 Hz, idle"
-            " threads left out. py-spy counts trio's EpollIOManager.get_events as busy: it is the"
-            " event loop waiting for the next request.\n\nTop lines by own samples:\n"
-            f"{top(own)}\n\nTop functions by samples in the function or below it:\n"
-            f"{top(below)}\n")
-
-
 def profile_reads(dataset: Path, files: list[str], tmp: Path, seconds: float) -> str:
     """Profile warm 1-reader passes for `seconds`, after one pass that warms the mount."""
     with common.mounted("vgfs", dataset, tmp / "vgfs") as mp:
@@ -266,7 +234,7 @@ def profile_reads(dataset: Path, files: list[str], tmp: Path, seconds: float) ->
             while time.perf_counter() < deadline:
                 read_pass(paths, 1)
 
-        return profile(mp, passes)
+        return common.daemon_profile(mp, passes)
 
 
 def profile_find(dataset: Path, tmp: Path, seconds: float) -> str:
@@ -279,7 +247,7 @@ def profile_find(dataset: Path, tmp: Path, seconds: float) -> str:
                 subprocess.run(["find", str(mp), "-type", "f"], stdout=subprocess.DEVNULL,
                                check=True, timeout=seconds)
 
-        return profile(mp, find)
+        return common.daemon_profile(mp, find)
 
 
 # --- report ------------------------------------------------------------------------------

@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -146,17 +145,15 @@ def profile_vgfs(dataset: Path, files: list[tuple[str, int]], tmp: Path) -> dict
 def summarize_profile(raw: str) -> dict[str, object]:
     """py-spy's raw stacks (`thread (TID): NAME;frame;...;frame COUNT`), reduced to the
     most-sampled innermost frames of the main thread (the trio loop) and of the others."""
-    leaves: dict[str, Counter[str]] = {"loop": Counter(), "workers": Counter()}
-    stacks: Counter[str] = Counter()
-    for stack, count in common.spy_stacks(raw):
-        frames = stack.split(";")
-        group = "loop" if frames[0].endswith("MainThread") else "workers"
-        leaves[group][frames[-1]] += count
-        stacks[stack] += count
-    top = {group: [[frame, n, n / max(1, sum(c.values()))] for frame, n in
-                   c.most_common(TOP_FRAMES)] for group, c in leaves.items()}
-    samples = {group: sum(c.values()) for group, c in leaves.items()}
-    return {"samples": samples, "top": top, "stacks": stacks.most_common(50)}
+    def loop(thread: str) -> bool:
+        return thread.endswith("MainThread")
+
+    groups = {"loop": common.spy_frames(raw, loop),
+              "workers": common.spy_frames(raw, lambda thread: not loop(thread))}
+    return {"samples": {group: frames.samples for group, frames in groups.items()},
+            "top": {group: [list(row) for row in frames.top(TOP_FRAMES)]
+                    for group, frames in groups.items()},
+            "stacks": common.spy_frames(raw).stacks.most_common(50)}
 
 
 @contextmanager
