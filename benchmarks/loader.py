@@ -36,13 +36,13 @@ import orjson
 from PIL import Image
 
 from benchmarks import common
+from benchmarks.common import MODES
 from vgfs.mount import read_stats
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 SYSTEMS = ("vgfs", "extracted")
-MODES = ("cold", "warm")
 FULL_IMAGES = 20_000  # the real-JPEG dataset
 QUICK_IMAGES = 2_000
 QUICK_SAMPLES = 1_000
