@@ -231,10 +231,10 @@ def test_flipped_lmdb_byte(dataset: Path, graphs: dict, jpeg_sums: dict, tmp_pat
 
 @pytest.fixture
 def eio_layer(dataset: Path, tmp_path: Path) -> Iterator[tuple[Path, Path]]:
-    """The dataset folder seen through tests/eiofs.py: (dataset path in the layer, control)."""
+    """The dataset folder seen through tests/tools/eiofs.py: (its path in the layer, control)."""
     layer, control = tmp_path / "layer", tmp_path / "control"
     layer.mkdir()
-    proc = subprocess.Popen([sys.executable, "-m", "tests.eiofs", str(dataset.parent),
+    proc = subprocess.Popen([sys.executable, "-m", "tests.tools.eiofs", str(dataset.parent),
                              str(layer), str(control)], cwd=Path(__file__).parents[1])
     try:
         deadline = time.monotonic() + 20
