@@ -18,6 +18,7 @@ from vgfs.build import build
 from vgfs.dataset import Dataset, open_dataset
 from vgfs.mount import mounted_fs
 from vgfs.schema import PER_IMAGE
+from vgfs.tree import ROOT, Node, Tree
 
 VG_SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "vg-sample"
 RELEASE = VG_SAMPLE / "release"
@@ -69,6 +70,17 @@ def entries_by_id(path: Path) -> dict[int, dict]:
     by_id = {image_id_of(e): e for e in entries}
     assert len(by_id) == len(entries)
     return by_id
+
+
+def walk(tree: Tree) -> Iterator[tuple[bytes, Node]]:
+    """Every node under the root as (path, node), found by readdir, symlinks not followed."""
+    todo = [(b"", ROOT)]
+    while todo:
+        path, ino = todo.pop()
+        for name, node, _ in tree.readdir(ino, 0):
+            yield path + name, node
+            if node.is_dir:
+                todo.append((path + name + b"/", node.ino))
 
 
 def flip_byte(path: Path, offset: int) -> None:
@@ -182,6 +194,11 @@ def real_ds(real_dataset: Path) -> Iterator[Dataset]:
 
 
 @pytest.fixture(scope="session")
+def real_tree(real_ds: Dataset) -> Tree:
+    return Tree(real_ds)
+
+
+@pytest.fixture(scope="session")
 def real_mount(tmp_path_factory: pytest.TempPathFactory, real_dataset: Path) -> Iterator[Path]:
     with mounted(real_dataset, tmp_path_factory.mktemp("mnt") / "vg") as mp:
         yield mp
@@ -203,6 +220,11 @@ def synthetic_ds(synthetic_dataset: Path) -> Iterator[Dataset]:
     """The session's synthetic dataset, opened once; its release is at ../release."""
     with open_dataset(synthetic_dataset) as ds:
         yield ds
+
+
+@pytest.fixture(scope="session")
+def synthetic_tree(synthetic_ds: Dataset) -> Tree:
+    return Tree(synthetic_ds)
 
 
 @pytest.fixture(scope="session")
