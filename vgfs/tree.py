@@ -20,10 +20,11 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum, auto
+from itertools import takewhile
 
 from vgfs.dataset import Dataset
 from vgfs.layout import ABSENT, FILES
-from vgfs.query import LINK_VIEWS, VIEWS
+from vgfs.query import LINK_VIEWS, POS, VIEWS
 from vgfs.schema import CANONICAL_ID, NAME_MAX, WHOLE_FILES
 
 ROOT, IMAGES, BY_ID, README, STATS = 1, 2, 3, 4, 5
@@ -38,7 +39,9 @@ CODE_DIR = 0
 CODE_BY_ID = len(FILES) + 1
 CODE_VIEW_LINK = len(FILES) + 2
 GRAPH = FILES.index("graph")
-MAX_IMAGE_ID = (2**63 - IMAGE_BASE) // 16 - 1
+# The largest id whose nodes all number below the view names, and the last name position.
+MAX_IMAGE_ID = (NAME_BASE - IMAGE_BASE) // 16 - 1
+MAX_POSITION = (1 << 8 * POS.size) - 1
 _DECIMAL = re.compile(CANONICAL_ID.encode())
 FILE_NAMES = [("image.jpg" if f == "jpeg" else f + ".json").encode() for f in FILES]
 _INDEX_OF_NAME = {name: i for i, name in enumerate(FILE_NAMES)}
@@ -136,6 +139,11 @@ def _image_dir(image_id: int) -> Node:
     return Node(image_ino(image_id, CODE_DIR), NodeType.IMAGE_DIR, image_id)
 
 
+def _numbered(image_ids: Iterator[int]) -> Iterator[int]:
+    """The ascending ids that have inodes: a larger one would number as a view name."""
+    return takewhile(lambda image_id: image_id <= MAX_IMAGE_ID, image_ids)
+
+
 class NameTooLong(Exception):
     """A name longer than NAME_MAX bytes: ENAMETOOLONG, not ENOENT."""
 
@@ -186,7 +194,7 @@ class Tree:
             return self._fixed.get(ino)
         if ino >= NAME_BASE:
             v, position = divmod(ino - NAME_BASE, 1 << NAME_SHIFT)
-            if v >= len(VIEWS) or VIEWS[v] not in self._counts:
+            if v >= len(VIEWS) or VIEWS[v] not in self._counts or position > MAX_POSITION:
                 return None
             found = self.ds.view_name(VIEWS[v], position)
             return None if found is None else self._name_node(VIEWS[v], position, *found)
@@ -239,10 +247,10 @@ class Tree:
                 yield *self._root[i], i + 1
         elif ino == IMAGES:
             # The offset is the last listed image id + 1, so resuming is one cursor seek.
-            for image_id in self.ds.image_ids(after=offset - 1):
+            for image_id in _numbered(self.ds.image_ids(after=offset - 1)):
                 yield str(image_id).encode(), _image_dir(image_id), image_id + 1
         elif ino == BY_ID:
-            for image_id in self.ds.image_ids(after=offset - 1):
+            for image_id in _numbered(self.ds.image_ids(after=offset - 1)):
                 node = self.node(image_ino(image_id, CODE_BY_ID))
                 if node is not None:
                     yield f"{image_id}.json".encode(), node, image_id + 1
@@ -251,13 +259,15 @@ class Tree:
             view = VIEWS[ino - VIEW_BASE]
             if offset == 0 and view in self._counts:
                 yield b"counts.json", self._counts[view], 1
+            if offset - 1 > MAX_POSITION:  # a seekdir past the last name
+                return
             for position, key, count in self.ds.view_names(view, max(offset - 1, 0)):
                 yield key, self._name_node(view, position, key, count), position + 2
         elif ino >= NAME_BASE:
             node = self.node(ino)
             if node is None or node.type is not NodeType.VIEW_NAME:
                 return
-            for image_id in self.ds.view_images(node.view, node.key, after=offset - 1):
+            for image_id in _numbered(self.ds.view_images(node.view, node.key, after=offset - 1)):
                 yield str(image_id).encode(), _view_link(image_id), image_id + 1
         elif ino >= IMAGE_BASE:
             image_id = (ino - IMAGE_BASE) // 16
