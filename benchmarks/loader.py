@@ -37,7 +37,7 @@ import orjson
 from PIL import Image
 
 from benchmarks import common
-from vgfs.mount import read_stats
+from vgfs.metrics import read_stats
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

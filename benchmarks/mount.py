@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from benchmarks import common
-from vgfs.mount import read_stats
+from vgfs.metrics import read_stats
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

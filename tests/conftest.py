@@ -6,7 +6,8 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,6 +20,7 @@ VG_SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "vg-sample"
 RELEASE = VG_SAMPLE / "release"
 V12 = VG_SAMPLE / "v1.2"
 VGFS = [sys.executable, "-m", "vgfs"]
+BIN = Path(sys.executable).parent  # this checkout's console scripts
 
 
 def vgfs(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
@@ -50,6 +52,13 @@ def force_unmount(mountpoint: Path) -> None:
     if vgfs("umount", str(mountpoint), check=False, timeout=30).returncode != 0:
         subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], check=False)
     assert mounted_fs(mountpoint) is None, f"{mountpoint} is still mounted"
+
+
+def wait_for(what: str, condition: Callable[[], object], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
 
 
 @pytest.fixture(scope="session")

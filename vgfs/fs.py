@@ -16,7 +16,6 @@ import logging
 import os
 import stat
 import time
-from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -27,6 +26,7 @@ import trio
 from vgfs.cache import LRUCache
 from vgfs.contents import Contents
 from vgfs.layout import JpegIndex
+from vgfs.metrics import Stats
 from vgfs.tree import NameTooLong, Node, Tree
 
 log = logging.getLogger("vgfs")
@@ -34,37 +34,6 @@ log = logging.getLogger("vgfs")
 TIMEOUT = 24 * 3600.0  # the data never changes while mounted: let the kernel keep everything
 BLKSIZE = 1 << 20  # large st_blksize: cp and friends then read in big chunks
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
-
-
-class Stats:
-    """Live counters, read by `vgfs stats` from the unlisted `.vgfs-stats` at the root (tree.py).
-    Not an extended attribute: answering getxattr at all makes the kernel ask for every file's
-    security and ACL attributes, three round trips an entry of `ls -l`."""
-
-    def __init__(self) -> None:
-        self.ops: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0.0])  # n, sum s, max s
-        self.errors: dict[str, int] = defaultdict(int)
-        self.backend = {"lmdb_reads": 0, "jpeg_reads_nowait": 0, "jpeg_reads_threaded": 0,
-                        "jpeg_bytes": 0}
-        self.started = time.time()
-
-    def record(self, op: str, seconds: float) -> None:
-        entry = self.ops[op]
-        entry[0] += 1
-        entry[1] += seconds
-        entry[2] = max(entry[2], seconds)
-
-    def snapshot(self, cache: LRUCache) -> dict[str, Any]:
-        return {
-            "uptime_s": round(time.time() - self.started, 1),
-            "pid": os.getpid(),
-            "ops": {op: {"count": int(n), "mean_us": round(total / n * 1e6, 1) if n else 0,
-                         "max_us": round(mx * 1e6, 1)}
-                    for op, (n, total, mx) in sorted(self.ops.items())},
-            "cache": cache.stats(),
-            "backend": dict(self.backend),
-            "errors": dict(self.errors),
-        }
 
 
 def _op(name: str) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
