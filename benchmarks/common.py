@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from vgfs import __version__
-from vgfs.mount import mounted_fs, read_stats
+from vgfs.metrics import read_stats
+from vgfs.mount import mounted_fs
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -37,7 +37,7 @@ from PIL import Image
 
 from benchmarks import common
 from benchmarks.common import MODES
-from vgfs.mount import read_stats
+from vgfs.metrics import read_stats
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from benchmarks import common
 from benchmarks.common import MODES
-from vgfs.mount import read_stats
+from vgfs.metrics import read_stats
 
 SYSTEMS = ("vgfs", "squashfuse_ll", "kernel", "ratarmount", "extracted")
 READERS = (1, 4, 16)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from benchmarks import common, slowfs
 from benchmarks.common import MODES
 from benchmarks.reads import read_pass
-from vgfs.mount import read_stats
+from vgfs.metrics import read_stats
 from vgfs.squashfs import SquashFSImage
 
 if TYPE_CHECKING:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from benchmarks import common
 from benchmarks.common import MODES
-from vgfs.mount import read_stats
+from vgfs.metrics import read_stats
 
 SYSTEMS = ("vgfs", "squashfuse_ll", "kernel", "ratarmount")
 WALKS = ("find", "ls -l", "du")

@@ -8,7 +8,8 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -26,6 +27,7 @@ V12 = VG_SAMPLE / "v1.2"
 VGFS = [sys.executable, "-m", "vgfs"]
 # The real excerpts' four JPEGs, by image id, under the release folder.
 JPEGS = {1: "VG_100K_2/1.jpg", 2: "VG_100K/2.jpg", 4: "VG_100K/4.jpg", 5: "VG_100K/5.jpg"}
+BIN = Path(sys.executable).parent  # this checkout's console scripts
 
 
 def vgfs(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
@@ -164,6 +166,13 @@ def write_v10_release(tmp_path: Path) -> Path:
     for name, data in files.items():
         (rel / name).write_text(json.dumps(data))
     return rel
+
+
+def wait_for(what: str, condition: Callable[[], object], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.conftest import mounted  # noqa: E402
 from tests.test_load import OVERHEAD_MIB, expected_files, make_sample, run_load  # noqa: E402
-from vgfs.mount import parse_options  # noqa: E402
+from vgfs.options import parse_options  # noqa: E402
 
 
 def main() -> int:
