@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import select
 import shutil
 import signal
@@ -24,15 +25,19 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from vgfs import __version__
+from vgfs.metrics import read_stats
 from vgfs.mount import mounted_fs
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 HERE = Path(__file__).resolve().parent
@@ -50,6 +55,8 @@ RELEASE_CODE = tuple(f"sample/{name}.py" for name in ("__init__", "vocab", "anno
                                                        "jpegs", "writer"))
 DATASET_CODE = (*RELEASE_CODE, "release.py", "build.py", "dataset.py")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+MODES = ("cold", "warm")  # a fresh mount with the caches dropped, then a second pass on it
+PROFILE_SECONDS = 20.0  # how long py-spy samples a daemon that misses a target
 
 
 def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
@@ -280,12 +287,67 @@ def sampling(pid: int, out: str | Path, *flags: str) -> Iterator[None]:
             proc.communicate(timeout=60)  # read to the end: a full pipe would stall py-spy
 
 
-def spy_stacks(raw: str) -> Iterator[tuple[str, int]]:
-    """(stack, samples) from py-spy's raw output, a stack per line: `frame;...;frame COUNT`."""
+@dataclass
+class Frames:
+    """py-spy's samples of some threads, by frame (`function (file:line)`)."""
+
+    own: Counter[str] = field(default_factory=Counter)  # samples it was the innermost frame of
+    inclusive: Counter[str] = field(default_factory=Counter)  # samples with it on the stack
+    stacks: Counter[str] = field(default_factory=Counter)  # samples by whole stack
+
+    @property
+    def samples(self) -> int:
+        return sum(self.own.values())
+
+    def top(self, n: int, counter: Counter[str] | None = None) -> list[tuple[str, int, float]]:
+        """The `n` most-sampled frames of `counter` (default: `own`): frame, samples, their
+        share of all the samples."""
+        total = max(1, self.samples)
+        counter = self.own if counter is None else counter
+        return [(frame, k, k / total) for frame, k in counter.most_common(n)]
+
+
+def spy_frames(raw: str, thread: Callable[[str], bool] = lambda first: True,
+               by_function: bool = False) -> Frames:
+    """py-spy's raw output (a stack per line, `frame;...;frame COUNT`; with --threads the first
+    frame names the thread), reduced to frames: of the stacks whose first frame `thread` takes.
+    `by_function` counts `inclusive` by function, line numbers dropped, so that a function
+    counts once in a sample whatever lines of it are on the stack."""
+    out = Frames()
     for line in raw.splitlines():
         stack, _, count = line.rpartition(" ")
-        if stack:
-            yield stack, int(count)
+        frames = stack.split(";")
+        if not stack or not thread(frames[0]):
+            continue
+        n = int(count)
+        out.own[frames[-1]] += n
+        out.stacks[stack] += n
+        out.inclusive.update(dict.fromkeys(
+            (re.sub(r":\d+\)$", ")", f) if by_function else f for f in frames), n))
+    return out
+
+
+def daemon_profile(mp: Path, workload: Callable[[], None]) -> str:
+    """Top frames of the vgfs daemon serving `mp` while `workload` runs, sampled by py-spy:
+    the lines most samples were in, and the functions most samples were in or below."""
+    pid = read_stats(str(mp))["pid"]
+    with tempfile.NamedTemporaryFile("r", suffix=".txt") as raw:
+        # --native: the time pyfuse3 and libfuse spend in C (system calls on /dev/fuse, the
+        # copies of replies) shows, not only the Python frames above it.
+        with sampling(pid, raw.name, "--native", "-r", "200"):
+            workload()
+        frames = spy_frames(raw.read(), by_function=True)
+    if not frames.samples:
+        raise RuntimeError("py-spy recorded no samples")
+
+    def top(counter: Counter[str]) -> str:
+        return "\n".join(f"{share:6.1%}  {frame}" for frame, _, share in frames.top(25, counter))
+
+    return (f"{frames.samples:,} samples of the vgfs daemon (pid {pid}), py-spy --native at 200"
+            " Hz, idle threads left out. py-spy counts trio's EpollIOManager.get_events as busy:"
+            " it is the event loop waiting for the next request.\n\nTop lines by own samples:\n"
+            f"{top(frames.own)}\n\nTop functions by samples in the function or below it:\n"
+            f"{top(frames.inclusive)}\n")
 
 
 # --- results -----------------------------------------------------------------------------
@@ -306,6 +368,23 @@ def rotated(systems: tuple[str, ...], run: int) -> tuple[str, ...]:
     of the machine hits each of them alike."""
     k = run % len(systems)
     return systems[k:] + systems[:k]
+
+
+def vgfs_ratio(samples: dict[str, list[float]], key: str, system: str,
+               work: tuple[float, float] = (1.0, 1.0)) -> tuple[float, float, float]:
+    """vgfs's throughput over the system's, run by run, from the seconds of `KEY vgfs` and
+    `KEY SYSTEM`: median, least, greatest; `work` is (vgfs's, the system's) amount done per run."""
+    return ratios([work[0] / s for s in samples[f"{key} vgfs"]],
+                  [work[1] / s for s in samples[f"{key} {system}"]])
+
+
+def ratio_cell(ratio: tuple[float, float, float] | None, runs: int) -> str:
+    """A ratio as the tables show it: the median, with the range in brackets if there were
+    several runs; none for vgfs itself."""
+    if ratio is None:
+        return "—"
+    med, low, high = ratio
+    return f"{med:.2f}" if runs == 1 else f"{med:.2f} ({low:.2f}–{high:.2f})"
 
 
 def verdict(ok: bool) -> str:
@@ -354,6 +433,66 @@ def subplots(*args: Any, **kw: Any) -> tuple[Figure, Any]:
     import matplotlib.pyplot as plt
 
     return plt.subplots(*args, **kw)
+
+
+def bars(ax: Axes, groups: list[str], speeds: list[dict[str, float]],
+         labels: dict[str, str] | None = None) -> None:
+    """One group of bars per entry of `groups`, one bar per system of `speeds` (a dict per
+    group, system: value), on a log scale; `labels` names systems otherwise than by key."""
+    systems = list(speeds[0])
+    width = 0.8 / len(systems)
+    for i, system in enumerate(systems):
+        xs = [x + (i - (len(systems) - 1) / 2) * width for x in range(len(groups))]
+        ax.bar(xs, [s[system] for s in speeds], width, label=(labels or {}).get(system, system))
+    ax.set_xticks(range(len(groups)), groups)
+    ax.set_yscale("log")
+
+
+def cold_warm_bars(speeds: dict[tuple[str, Any], dict[str, float]], groups: list[Any],
+                   labels: list[str], ylabel: str, title: str,
+                   target: tuple[Any, float, str] | None = None) -> Figure:
+    """`bars` of `speeds[mode, group]`, cold beside warm; `target` (a group, its value, a
+    label) is drawn across that group's bars."""
+    fig, axes = subplots(1, 2, figsize=(12, 4), sharey=True)
+    for ax, mode in zip(axes, MODES, strict=True):
+        bars(ax, labels, [speeds[mode, g] for g in groups])
+        ax.set_title(f"{title}, {mode}")
+        if target is not None:
+            group, value, label = target
+            x = groups.index(group)
+            ax.hlines(value, x - 0.45, x + 0.45, colors="k", linestyles="--", label=label)
+    axes[0].set_ylabel(ylabel)
+    axes[0].legend(fontsize="small")
+    return fig
+
+
+class Profiler(NamedTuple):
+    """How a benchmark profiles the vgfs daemon where vgfs misses a target."""
+
+    name: str  # the profile goes beside the results as profile-NAME.txt
+    sampled: str  # when, as the results say it: "during ... ({seconds:.0f} s)"
+    run: Callable[[float], str]  # the daemon's top frames over that many seconds of sampling
+
+
+def write_judged(name: str, title: str, markdown: str, targets: list[list[object]],
+                 figure: Figure, quick: bool, raw: object, profiler: Profiler) -> None:
+    """`write_results` of a benchmark with targets: the title, the environment, `markdown` and
+    the targets. Where vgfs missed one, `profiler` samples its daemon (PROFILE_SECONDS, 5 with
+    --quick) and its top frames go beside the results, which name them; a profile of an
+    earlier run goes away, as it would be stale."""
+    seconds = 5.0 if quick else PROFILE_SECONDS
+    top_frames = profiler.run(seconds) if any(row[-1] == "FAIL" for row in targets) else None
+    path = f"profile-{profiler.name}.txt"
+    note = (f"vgfs misses a target: `{path}` beside this file holds the top frames of its"
+            f" daemon, sampled by py-spy {profiler.sampled.format(seconds=seconds)}."
+            if top_frames else "")
+    out = write_results(name, "\n\n".join(filter(None, [
+        f"# {title}", environment(), markdown, "Targets:",
+        table(["target", "measured", "verdict"], targets), note])) + "\n", figure, quick, raw)
+    if top_frames:
+        (out / path).write_text(top_frames)
+    else:
+        (out / path).unlink(missing_ok=True)
 
 
 def write_results(name: str, markdown: str, figure: Figure, quick: bool,

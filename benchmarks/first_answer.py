@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from benchmarks import common
-from vgfs.mount import mounted_fs, read_stats
+from vgfs.metrics import read_stats
+from vgfs.mount import mounted_fs
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

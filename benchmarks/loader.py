@@ -27,7 +27,6 @@ import resource
 import tempfile
 import time
 import warnings
-from collections import Counter
 from collections.abc import Iterator, Sized
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,13 +36,13 @@ import orjson
 from PIL import Image
 
 from benchmarks import common
-from vgfs.mount import read_stats
+from benchmarks.common import MODES
+from vgfs.metrics import read_stats
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 SYSTEMS = ("vgfs", "extracted")
-MODES = ("cold", "warm")
 FULL_IMAGES = 20_000  # the real-JPEG dataset
 QUICK_IMAGES = 2_000
 QUICK_SAMPLES = 1_000
@@ -174,18 +173,12 @@ def profile(dataset: Path, order: list[int], mode: str, tmp: Path) -> list[list[
 
 
 def top_frames(raw: str) -> list[list[object]]:
-    """From py-spy's raw output (a stack per line, `frame;frame;... count`): the frames with
-    the most samples of their own, with their shares of own and of inclusive samples."""
-    own: Counter[str] = Counter()
-    inclusive: Counter[str] = Counter()
-    for stack, count in common.spy_stacks(raw):
-        frames = stack.split(";")
-        own[frames[-1]] += count
-        for frame in set(frames):
-            inclusive[frame] += count
-    total = sum(own.values()) or 1
-    return [[frame, 100 * n / total, 100 * inclusive[frame] / total]
-            for frame, n in own.most_common(TOP_FRAMES)]
+    """From py-spy's raw output: the frames with the most samples of their own, with their
+    shares of own and of inclusive samples, in %."""
+    frames = common.spy_frames(raw)
+    total = max(1, frames.samples)
+    return [[frame, 100 * n / total, 100 * frames.inclusive[frame] / total]
+            for frame, n, _ in frames.top(TOP_FRAMES)]
 
 
 def _paired(samples: dict[str, list[dict[str, float]]], mode: str) -> tuple[float, float, float]:

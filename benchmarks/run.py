@@ -17,7 +17,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `benchmarks/run.py`: import the package beside it
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-WORKLOADS = ("build", "mount", "loader", "first_answer", "slow")
+WORKLOADS = ("build", "reads", "walk", "loader", "first_answer", "slow")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,15 +18,15 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from benchmarks import common, slowfs
-from benchmarks.mount import read_pass
-from vgfs.mount import read_stats
+from benchmarks.common import MODES
+from benchmarks.reads import read_pass
+from vgfs.metrics import read_stats
 from vgfs.squashfs import SquashFSImage
 
 if TYPE_CHECKING:
@@ -40,7 +40,6 @@ IMAGES, FILES = 20_000, 2_000  # the real-JPEG dataset, and the JPEGs read from 
 QUICK_IMAGES, QUICK_FILES = 2_000, 300
 FLOOR_SYSTEMS = ("slowfs", "vgfs", "squashfuse_ll", "local")
 FLOOR_READERS = (1, 4)
-MODES = ("cold", "warm")
 LABELS = {"slowfs": "slowfs, no delay", "local": "local files (no FUSE)"}
 PROFILE_RATE = 250  # py-spy samples per second
 TOP_FRAMES = 8
@@ -146,17 +145,15 @@ def profile_vgfs(dataset: Path, files: list[tuple[str, int]], tmp: Path) -> dict
 def summarize_profile(raw: str) -> dict[str, object]:
     """py-spy's raw stacks (`thread (TID): NAME;frame;...;frame COUNT`), reduced to the
     most-sampled innermost frames of the main thread (the trio loop) and of the others."""
-    leaves: dict[str, Counter[str]] = {"loop": Counter(), "workers": Counter()}
-    stacks: Counter[str] = Counter()
-    for stack, count in common.spy_stacks(raw):
-        frames = stack.split(";")
-        group = "loop" if frames[0].endswith("MainThread") else "workers"
-        leaves[group][frames[-1]] += count
-        stacks[stack] += count
-    top = {group: [[frame, n, n / max(1, sum(c.values()))] for frame, n in
-                   c.most_common(TOP_FRAMES)] for group, c in leaves.items()}
-    samples = {group: sum(c.values()) for group, c in leaves.items()}
-    return {"samples": samples, "top": top, "stacks": stacks.most_common(50)}
+    def loop(thread: str) -> bool:
+        return thread.endswith("MainThread")
+
+    groups = {"loop": common.spy_frames(raw, loop),
+              "workers": common.spy_frames(raw, lambda thread: not loop(thread))}
+    return {"samples": {group: frames.samples for group, frames in groups.items()},
+            "top": {group: [list(row) for row in frames.top(TOP_FRAMES)]
+                    for group, frames in groups.items()},
+            "stacks": common.spy_frames(raw).stacks.most_common(50)}
 
 
 @contextmanager
@@ -311,13 +308,9 @@ def _plot(speed: dict[str, float], floor_speed: dict[str, float]) -> Figure:
     left.set_title(f"Cold reads, {DELAY_MS:g} ms per storage read")
     left.legend(fontsize=8)
     groups = [(m, r) for m in MODES for r in FLOOR_READERS]
-    width = 0.8 / len(FLOOR_SYSTEMS)
-    for i, system in enumerate(FLOOR_SYSTEMS):
-        xs = [x + (i - (len(FLOOR_SYSTEMS) - 1) / 2) * width for x in range(len(groups))]
-        right.bar(xs, [floor_speed[f"{m} {r} {system}"] for m, r in groups], width,
-                  label=LABELS.get(system, system))
-    right.set_xticks(range(len(groups)), [f"{m}\n{r} reader{'s' * (r > 1)}" for m, r in groups])
-    right.set_yscale("log")
+    common.bars(right, [f"{m}\n{r} reader{'s' * (r > 1)}" for m, r in groups],
+                [{system: floor_speed[f"{m} {r} {system}"] for system in FLOOR_SYSTEMS}
+                 for m, r in groups], LABELS)
     right.set_ylabel("JPEG files/s (log)")
     right.set_title("The floor: local storage")
     right.legend(fontsize=8)

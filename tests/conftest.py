@@ -1,24 +1,33 @@
-"""Shared fixtures: the real excerpts, built datasets, and real FUSE mounts that always unmount."""
+"""Shared fixtures and helpers: the real excerpts, built datasets, ways to damage them, and
+real FUSE mounts that always unmount."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from vgfs.build import build
+from vgfs.dataset import Dataset, open_dataset
 from vgfs.mount import mounted_fs
+from vgfs.schema import PER_IMAGE
+from vgfs.tree import ROOT, Node, Tree
 
 VG_SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "vg-sample"
 RELEASE = VG_SAMPLE / "release"
 V12 = VG_SAMPLE / "v1.2"
 VGFS = [sys.executable, "-m", "vgfs"]
+# The real excerpts' four JPEGs, by image id, under the release folder.
+JPEGS = {1: "VG_100K_2/1.jpg", 2: "VG_100K/2.jpg", 4: "VG_100K/4.jpg", 5: "VG_100K/5.jpg"}
+BIN = Path(sys.executable).parent  # this checkout's console scripts
 
 
 def vgfs(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
@@ -52,6 +61,120 @@ def force_unmount(mountpoint: Path) -> None:
     assert mounted_fs(mountpoint) is None, f"{mountpoint} is still mounted"
 
 
+def image_id_of(entry: dict) -> int:
+    """An entry's image id: `image_id` in most release files, `id` in regions and QAs."""
+    return entry["image_id"] if "image_id" in entry else entry["id"]
+
+
+def entries_by_id(path: Path) -> dict[int, dict]:
+    """A per-image release file's entries by image id, loaded with the standard library."""
+    entries = json.loads(path.read_bytes())
+    by_id = {image_id_of(e): e for e in entries}
+    assert len(by_id) == len(entries)
+    return by_id
+
+
+def walk(tree: Tree) -> Iterator[tuple[bytes, Node]]:
+    """Every node under the root as (path, node), found by readdir, symlinks not followed."""
+    todo = [(b"", ROOT)]
+    while todo:
+        path, ino = todo.pop()
+        for name, node, _ in tree.readdir(ino, 0):
+            yield path + name, node
+            if node.is_dir:
+                todo.append((path + name + b"/", node.ino))
+
+
+def flip_byte(path: Path, offset: int) -> None:
+    """Flip the lowest bit of one byte of a file in place."""
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)
+        f.seek(offset)
+        f.write(bytes([byte[0] ^ 0x01]))
+
+
+def damage_record(dataset: Path, kind: str, image_id: int) -> None:
+    """Set one byte in the middle of a stored record's value to 0xFF (never valid UTF-8)."""
+    data_mdb = dataset / "annotations.lmdb" / "data.mdb"
+    with open_dataset(dataset) as ds:
+        record = bytes(ds.record(kind, image_id))
+    raw = data_mdb.read_bytes()
+    for start in range(len(record) // 2, len(record) - 64, 16):
+        needle = record[start:start + 64]
+        if raw.count(needle) == 1:  # a substring stored once: this record's own bytes
+            break
+    else:
+        raise AssertionError(f"no unique substring in the {kind} record of image {image_id}")
+    with open(data_mdb, "r+b") as f:
+        f.seek(raw.index(needle) + 32)
+        f.write(b"\xff")
+
+
+def drop_cache(path: Path) -> None:
+    """Write back and drop a file's pages, so that the next read comes from the device."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def site_image(out: Path, *options: str) -> Path:
+    """A site's own SquashFS image of the excerpts' JPEGs, made by mksquashfs with `options`."""
+    subprocess.run(["mksquashfs", str(RELEASE / "VG_100K"), str(RELEASE / "VG_100K_2"),
+                    str(out), "-noappend", "-quiet", "-no-progress", *options], check=True,
+                   stdout=subprocess.DEVNULL)
+    return out
+
+
+def _rename(obj: dict, old: str, new: str) -> dict:
+    return {new if k == old else k: v for k, v in obj.items()}
+
+
+def write_v10_release(tmp_path: Path) -> Path:
+    """The excerpts in v1.0 shape: `id` for image and item ids, `object_names`, no synsets."""
+    rel = tmp_path / "v1.0"
+    rel.mkdir()
+
+    def load(name: str) -> list:
+        return json.loads((RELEASE / name).read_bytes())
+
+    def obj10(o: dict) -> dict:
+        o = _rename(o, "object_id", "id")
+        o.pop("synsets", None)
+        o.pop("merged_object_ids", None)
+        return o
+
+    files = {
+        "image_data.json": [_rename(e, "image_id", "id") for e in load("image_data.json")],
+        "objects.json": [{"id": e["image_id"], "objects": [obj10(o) for o in e["objects"]]}
+                         for e in load("objects.json")],
+        "attributes.json": [{"id": e["image_id"], "attributes": [
+            _rename(obj10(o), "names", "object_names") for o in e["attributes"]]}
+            for e in load("attributes.json")],
+        "relationships.json": [{"id": e["image_id"], "relationships": [
+            {**_rename({k: v for k, v in r.items() if k != "synsets"}, "relationship_id", "id"),
+             "subject": obj10({k: v for k, v in r["subject"].items() if k != "names"}),
+             "object": obj10({k: v for k, v in r["object"].items() if k != "names"})}
+            for r in e["relationships"]]} for e in load("relationships.json")],
+        "region_descriptions.json": [{"id": e["id"], "regions": [
+            _rename(r, "region_id", "id") for r in e["regions"]]}
+            for e in load("region_descriptions.json")],
+    }
+    for name, data in files.items():
+        (rel / name).write_text(json.dumps(data))
+    return rel
+
+
+def wait_for(what: str, condition: Callable[[], object], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
 @pytest.fixture(scope="session")
 def release() -> Path:
     assert RELEASE.is_dir(), f"the real excerpts are missing: {RELEASE}"
@@ -64,6 +187,24 @@ def real_dataset(tmp_path_factory: pytest.TempPathFactory, release: Path) -> Pat
     out = tmp_path_factory.mktemp("real") / "dataset"
     build(release, out, show_progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def release_entries(release: Path) -> dict[str, dict[int, dict]]:
+    """Each kind's entries in the real excerpts by image id, straight from the release files."""
+    return {kind: entries_by_id(release / f"{stem}.json") for kind, (stem, _) in PER_IMAGE.items()}
+
+
+@pytest.fixture(scope="session")
+def real_ds(real_dataset: Path) -> Iterator[Dataset]:
+    """The session's real dataset, opened once for the in-process tests of the core."""
+    with open_dataset(real_dataset) as ds:
+        yield ds
+
+
+@pytest.fixture(scope="session")
+def real_tree(real_ds: Dataset) -> Tree:
+    return Tree(real_ds)
 
 
 @pytest.fixture(scope="session")
@@ -81,6 +222,18 @@ def synthetic_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_sample(root / "release", images=300, seed=1, show_progress=False)
     build(root / "release", root / "dataset", show_progress=False)
     return root / "dataset"
+
+
+@pytest.fixture(scope="session")
+def synthetic_ds(synthetic_dataset: Path) -> Iterator[Dataset]:
+    """The session's synthetic dataset, opened once; its release is at ../release."""
+    with open_dataset(synthetic_dataset) as ds:
+        yield ds
+
+
+@pytest.fixture(scope="session")
+def synthetic_tree(synthetic_ds: Dataset) -> Tree:
+    return Tree(synthetic_ds)
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import vgfs
-from tests.conftest import V12, VGFS, mounted
+from tests.conftest import JPEGS, V12, VGFS, entries_by_id, flip_byte, mounted
 from tests.conftest import vgfs as run_vgfs
 from vgfs.errors import VGFSError
 from vgfs.layout import FORMAT, WHOLE_CHUNK
@@ -31,20 +31,7 @@ KIND_SOURCES = {
     "regions": "region_descriptions.json",
     "qa": "question_answers.json",
 }
-JPEGS = {1: "VG_100K_2/1.jpg", 2: "VG_100K/2.jpg", 4: "VG_100K/4.jpg", 5: "VG_100K/5.jpg"}
 IDS = list(range(1, 61))
-
-
-def _image_id(entry: dict) -> int:
-    return entry["image_id"] if "image_id" in entry else entry["id"]
-
-
-def _entries(path: Path) -> dict[int, dict]:
-    """A per-image release file's entries by image id, loaded with the standard library."""
-    entries = json.loads(path.read_bytes())
-    by_id = {_image_id(e): e for e in entries}
-    assert len(by_id) == len(entries)
-    return by_id
 
 
 def _assert_entries_equal(dataset: Path, files: dict[str, Path]) -> None:
@@ -52,7 +39,7 @@ def _assert_entries_equal(dataset: Path, files: dict[str, Path]) -> None:
     with vgfs.open_dataset(dataset) as ds:
         assert list(ds.image_ids()) == IDS
         for kind, path in files.items():
-            source = _entries(path)
+            source = entries_by_id(path)
             assert sorted(source) == IDS, path
             for image_id, entry in source.items():
                 assert ds.entry(kind, image_id) == entry, (kind, image_id)
@@ -196,9 +183,9 @@ def test_graph_is_composed_without_scene_graphs(v12_release: Path, tmp_path: Pat
     (v12_release / "scene_graphs.json").unlink()
     out = tmp_path / "out"
     _build(v12_release, out)
-    attributes = _entries(release / "attributes.json")
-    relationships = _entries(V12 / "relationships.json")
-    scene_graphs = _entries(release / "scene_graphs.json")
+    attributes = entries_by_id(release / "attributes.json")
+    relationships = entries_by_id(V12 / "relationships.json")
+    scene_graphs = entries_by_id(release / "scene_graphs.json")
     with vgfs.open_dataset(out) as ds:
         assert ds.manifest["kinds"]["graph"]["version"] == "composed"
         assert "scene_graphs.json" not in ds.manifest["sources"]
@@ -447,14 +434,6 @@ def dataset_copy(real_dataset: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(real_dataset, tmp_path / "dataset"))
 
 
-def _flip(path: Path, offset: int) -> None:
-    with open(path, "r+b") as f:
-        f.seek(offset)
-        byte = f.read(1)
-        f.seek(offset)
-        f.write(bytes([byte[0] ^ 0x01]))
-
-
 def test_verify_passes_on_a_good_dataset(real_dataset: Path) -> None:
     """`vgfs verify` reads everything back and exits 0 on an intact dataset."""
     proc = run_vgfs("verify", str(real_dataset), "--quiet", timeout=120)
@@ -466,7 +445,7 @@ def test_verify_catches_a_flipped_jpeg_byte(dataset_copy: Path) -> None:
     with vgfs.open_dataset(dataset_copy) as ds:
         offset, size, _, path = ds.jpeg_index(4)[:4]
     assert path is None  # one contiguous run: the fast path
-    _flip(dataset_copy / "images.sqfs", offset + size // 2)
+    flip_byte(dataset_copy / "images.sqfs", offset + size // 2)
     proc = run_vgfs("verify", str(dataset_copy), "--quiet", check=False, timeout=120)
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
@@ -484,7 +463,7 @@ def test_verify_catches_a_flipped_lmdb_byte(dataset_copy: Path) -> None:
     middle = len(record) // 2
     needle = record[middle: middle + 48]
     assert raw.count(needle) == 1, "pick a substring stored once"
-    _flip(data_mdb, raw.index(needle) + 24)
+    flip_byte(data_mdb, raw.index(needle) + 24)
     proc = run_vgfs("verify", str(dataset_copy), "--quiet", check=False, timeout=120)
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr

@@ -1,4 +1,4 @@
-"""Deployment on a node: systemd units, fstab and mount(8), readiness, access, logs, metrics.
+"""Deployment on a node: systemd units, fstab and mount(8), readiness, access, logs.
 
 These tests change the machine the way an admin following the README would (/etc/fstab,
 /etc/fuse.conf, /sbin/mount.fuse.vgfs, /usr/local/bin/vgfs, a user) and undo every change in a
@@ -13,7 +13,6 @@ from __future__ import annotations
 import _strptime  # noqa: F401
 import errno
 import fcntl
-import json
 import os
 import pwd
 import re
@@ -26,7 +25,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -41,13 +39,12 @@ import vgfs.contents  # noqa: F401
 import vgfs.dataset
 import vgfs.fs
 import vgfs.tree
-from tests.conftest import force_unmount, mounted, vgfs
+from tests.conftest import BIN, force_unmount, mounted, vgfs, wait_for
 from vgfs import cli
-from vgfs.errors import VGFSError
-from vgfs.mount import MOUNT8_ONLY, mount_helper, mounted_fs, parse_options
+from vgfs.mount import mounted_fs
+from vgfs.options import parse_options
 
 UNITS = Path(__file__).resolve().parents[1] / "systemd"
-BIN = Path(sys.executable).parent  # this checkout's console scripts
 FSTAB_GENERATOR = Path("/lib/systemd/system-generators/systemd-fstab-generator")
 
 
@@ -113,13 +110,6 @@ def other_user() -> Iterator[pwd.struct_passwd]:
         yield pwd.getpwnam(name)
     finally:
         subprocess.run(["userdel", name], check=True)
-
-
-def _wait_for(what: str, condition: Callable[[], object], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def _gone(pid: int) -> bool:
@@ -322,7 +312,7 @@ def test_fstab_mount_and_umount(real_dataset: Path, tmp_path: Path, installed: N
                 pid = _daemon_pid(mp)
                 subprocess.run(["umount", str(mp)], check=True, capture_output=True)
                 assert mounted_fs(mp) is None
-                _wait_for("the daemon to exit", lambda: _gone(pid))  # noqa: B023
+                wait_for("the daemon to exit", lambda: _gone(pid))  # noqa: B023
             finally:
                 force_unmount(mp)
 
@@ -389,38 +379,6 @@ def test_automount_point(real_dataset: Path, tmp_path: Path) -> None:
             subprocess.run(["umount", "-l", str(mp)], check=True)
 
 
-# --- options ------------------------------------------------------------------------------------
-
-def test_mount8_options_are_filtered() -> None:
-    every = ",".join(sorted(MOUNT8_ONLY))
-    opts = parse_options([every, "rw,x-systemd.automount,x-systemd.idle-timeout=60,"
-                          "comment=anything,nofail,_netdev", "cache_size=64M,umask=027"])
-    assert opts.cache_size == 64 << 20 and opts.umask == 0o027 and not opts.allow_other
-    assert parse_options(["allow_other,uid=7,gid=8"]).allow_other
-    opts = parse_options(["metrics_file=rel/x.prom,metrics_interval=2.5"])
-    assert opts.metrics_file == os.path.abspath("rel/x.prom") and opts.metrics_interval == 2.5
-    for bad in ("bogus", "fsname=x", "remount", "uid=me", "metrics_file="):
-        with pytest.raises(VGFSError, match=re.escape(bad)):
-            parse_options([f"ro,{bad}"])
-    assert parse_options(["bogus,pretty"], sloppy=True).pretty
-
-
-def test_mount_helper_arguments(real_dataset: Path, tmp_path: Path) -> None:
-    """mount(8)'s helper interface: SOURCE MOUNTPOINT [-sfnv] [-o OPTS]; exit 32 on failure."""
-    helper = str(BIN / "mount.fuse.vgfs")
-    mp = tmp_path / "mp"
-    mp.mkdir()
-    run = lambda *a: subprocess.run([helper, *a], capture_output=True, text=True)  # noqa: E731
-    r = run(str(real_dataset), str(mp), "-f", "-n", "-v", "-o", "rw,_netdev,nofail")
-    assert r.returncode == 0 and mounted_fs(mp) is None  # -f: checks only
-    r = run(str(real_dataset), str(mp), "-f", "-o", "bogus")
-    assert r.returncode == 32 and "bogus" in r.stderr
-    r = run(str(real_dataset), str(mp), "-sfn", "-o", "bogus")
-    assert r.returncode == 0 and "bogus" in r.stderr  # -s: a warning
-    r = run(str(tmp_path / "nope"), str(mp), "-o", "ro")
-    assert r.returncode == 32 and "not found" in r.stderr and "Traceback" not in r.stderr
-
-
 # --- readiness of a background mount ------------------------------------------------------------
 
 def test_background_mount_reports_the_childs_failure(real_dataset: Path,
@@ -455,7 +413,7 @@ def test_background_mount_logs_to_the_journal(real_dataset: Path, tmp_path: Path
             pid = _daemon_pid(mp)
         finally:
             force_unmount(mp)
-        _wait_for("the daemon to exit", lambda: _gone(pid))  # noqa: B023
+        wait_for("the daemon to exit", lambda: _gone(pid))  # noqa: B023
         assert (f"unmounted {mp}" in log.read_text()) == journal
 
 
@@ -501,7 +459,7 @@ def _as_user(user: pwd.struct_passwd, fn: Callable[[], int]) -> tuple[int, str]:
             os.setgid(user.pw_gid)
             os.setuid(user.pw_uid)
             code = fn()
-        except BaseException:
+        except BaseException:  # noqa: BLE001 - the child reports anything, then exits
             traceback.print_exc()
         finally:
             sys.stderr.flush()
@@ -529,67 +487,10 @@ def test_allow_other_for_a_user_needs_user_allow_other(real_dataset: Path, publi
         assert code == 1 and "/etc/fuse.conf" in err and "user_allow_other" in err, err
         assert mounted_fs(mp) is None
     with _edited(conf, lambda text: without(text) + "\nuser_allow_other\n"):
-        code, err = _as_user(other_user, lambda: mount_helper([str(dataset), str(mp), "-f",
+        code, err = _as_user(other_user, lambda: cli.mount_helper([str(dataset), str(mp), "-f",
                                                                "-o", "allow_other"]))
         # Past the fuse.conf check; a container may still keep /dev/fuse from other users
         # (udev makes it 0666 on a host, and libfuse needs to open it).
         assert code == 0 or "/dev/fuse: not available" in err, err
     # The owner of the files is whoever mounts, as the options are parsed, not root.
     assert _as_user(other_user, lambda: parse_options([]).uid - other_user.pw_uid) == (0, "")
-
-
-# --- metrics ------------------------------------------------------------------------------------
-
-_SAMPLE = re.compile(r'([a-z_]+)\{mountpoint="([^"]*)"(?:,op="([a-z]+)")?\} (\S+)')
-
-
-def _parse_metrics(text: str) -> dict[tuple[str, str | None], float]:
-    """Check the text exposition format strictly enough for node_exporter, and return the
-    samples by (name, op)."""
-    declared: dict[str, str] = {}
-    samples: dict[tuple[str, str | None], float] = {}
-    for line in text.splitlines():
-        if line.startswith("# HELP "):
-            continue
-        if line.startswith("# TYPE "):
-            _, _, name, kind = line.split()
-            assert name not in declared and kind in ("counter", "gauge", "summary"), line
-            declared[name] = kind
-            continue
-        m = _SAMPLE.fullmatch(line)
-        assert m, line
-        name, _, op, value = m.groups()
-        family = re.sub(r"_(sum|count)$", "", name)
-        assert name in declared or declared.get(family) == "summary", line
-        samples[name, op] = float(value)
-    return samples
-
-
-def test_metrics_file(real_dataset: Path, tmp_path: Path) -> None:
-    mp = tmp_path / "mp"
-    mp.mkdir()
-    prom = tmp_path / "textfile" / "vgfs.prom"
-    prom.parent.mkdir()
-    vgfs("mount", str(real_dataset), str(mp), "--metrics-file", str(prom),
-         "--metrics-interval", "0.2", timeout=60)
-    try:
-        first = _parse_metrics(prom.read_text())  # there as soon as the mount answers
-        assert f'mountpoint="{mp}"' in prom.read_text()
-        assert first["vgfs_cache_max_bytes", None] == 256 << 20
-        jpeg = (mp / "images/1/image.jpg").read_bytes()
-        (mp / "images/2/objects.json").read_bytes()
-        done = time.time()
-        _wait_for("the metrics file to be rewritten", lambda: prom.stat().st_mtime > done)
-        now = _parse_metrics(prom.read_text())
-        stats = json.loads(vgfs("stats", str(mp), "--json").stdout)
-        assert now["vgfs_requests_total", "read"] == stats["ops"]["read"]["count"] >= 2
-        assert now["vgfs_backend_jpeg_bytes_total", None] == stats["backend"]["jpeg_bytes"]
-        assert stats["backend"]["jpeg_bytes"] >= len(jpeg)
-        assert now["vgfs_request_seconds_count", "read"] == now["vgfs_requests_total", "read"]
-        assert 0 < now["vgfs_request_seconds_sum", "read"] < 1
-        assert now["vgfs_cache_hits_total", None] == stats["cache"]["hits"]
-        assert first["vgfs_start_time_seconds", None] <= done
-        assert [p.name for p in prom.parent.iterdir()] == ["vgfs.prom"]  # no temp files left
-    finally:
-        force_unmount(mp)
-    _wait_for("the metrics file to go with the mount", lambda: not prom.exists())

@@ -4,22 +4,12 @@ whatever options it was built with."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import RELEASE, mounted, vgfs
+from tests.conftest import JPEGS, RELEASE, mounted, site_image, vgfs
 from vgfs.dataset import open_dataset
-
-JPEGS = {1: "VG_100K_2/1.jpg", 2: "VG_100K/2.jpg", 4: "VG_100K/4.jpg", 5: "VG_100K/5.jpg"}
-
-
-def _mksquashfs(out: Path, *options: str) -> Path:
-    subprocess.run(["mksquashfs", str(RELEASE / "VG_100K"), str(RELEASE / "VG_100K_2"),
-                    str(out), "-noappend", "-quiet", "-no-progress", *options], check=True,
-                   stdout=subprocess.DEVNULL)
-    return out
 
 
 @pytest.mark.parametrize("options, slow", [
@@ -30,7 +20,7 @@ def _mksquashfs(out: Path, *options: str) -> Path:
 ])
 def test_existing_image_is_indexed_in_place_and_served(tmp_path: Path, options: tuple,
                                                        slow: int | None) -> None:
-    image = _mksquashfs(tmp_path / "site.sqfs", *options)
+    image = site_image(tmp_path / "site.sqfs", *options)
     dataset = tmp_path / "dataset"
     # The release's own JPEG folders are ignored when --images names an image.
     vgfs("build", str(RELEASE), "-o", str(dataset), "--images", str(image), "--quiet")
@@ -50,7 +40,7 @@ def test_existing_image_is_indexed_in_place_and_served(tmp_path: Path, options: 
 
 
 def test_damaged_existing_image_gives_eio_not_a_crash(tmp_path: Path) -> None:
-    image = _mksquashfs(tmp_path / "site.sqfs", "-comp", "gzip")
+    image = site_image(tmp_path / "site.sqfs", "-comp", "gzip")
     dataset = tmp_path / "dataset"
     vgfs("build", str(RELEASE), "-o", str(dataset), "--images", str(image), "--quiet")
     with open_dataset(dataset) as ds:

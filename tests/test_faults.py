@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import force_unmount, mounted, vgfs
+from tests.conftest import damage_record, drop_cache, force_unmount, mounted, vgfs
 from vgfs.build import build
 from vgfs.dataset import open_dataset
 from vgfs.mount import mounted_fs
@@ -119,16 +119,6 @@ def check_others(mp: Path, jpeg_sums: dict[int, str], graphs: dict, skip: set[in
             assert got == graphs[image_id]
 
 
-def drop_cache(path: Path) -> None:
-    """Write back and drop a file's pages, so that the next read comes from the device."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
-
-
 def test_truncated_image(dataset: Path, jpeg_sums: dict, graphs: dict, tmp_path: Path) -> None:
     """images.sqfs cut in half while mounted: JPEGs past the cut give EIO (logged, counted),
     those before it and every JSON file still read; restored, the lost JPEGs read again."""
@@ -194,29 +184,12 @@ def test_unlinked_or_replaced_image_keeps_serving(dataset: Path, jpeg_sums: dict
         assert errors(mp) == 0
 
 
-def _flip_record(dataset: Path, kind: str, image_id: int) -> None:
-    """Set one byte in the middle of a stored record's value to 0xFF (never valid UTF-8)."""
-    data_mdb = dataset / "annotations.lmdb" / "data.mdb"
-    with open_dataset(dataset) as ds:
-        record = bytes(ds.record(kind, image_id))
-    raw = data_mdb.read_bytes()
-    for start in range(len(record) // 2, len(record) - 64, 16):
-        needle = record[start:start + 64]
-        if raw.count(needle) == 1:  # a substring stored once: this record's own bytes
-            break
-    else:
-        raise AssertionError(f"no unique substring in the {kind} record of image {image_id}")
-    with open(data_mdb, "r+b") as f:
-        f.seek(raw.index(needle) + 32)
-        f.write(b"\xff")
-
-
 def test_flipped_lmdb_byte(dataset: Path, graphs: dict, jpeg_sums: dict, tmp_path: Path) -> None:
     """A damaged record value never takes the mount down. Compact JSON is served zero-copy and
     unchecked (its CRC is for `vgfs verify`), so it reads as stored; with -o pretty the record
     is parsed, and a damaged one gives EIO, a log line and a counted error."""
     victim = list(graphs)[7]
-    _flip_record(dataset, "regions", victim)
+    damage_record(dataset, "regions", victim)
     with mounted(dataset, tmp_path / "compact") as mp:
         data = (mp / "images" / str(victim) / "regions.json").read_bytes()
         assert b"\xff" in data
@@ -231,10 +204,10 @@ def test_flipped_lmdb_byte(dataset: Path, graphs: dict, jpeg_sums: dict, tmp_pat
 
 @pytest.fixture
 def eio_layer(dataset: Path, tmp_path: Path) -> Iterator[tuple[Path, Path]]:
-    """The dataset folder seen through tests/eiofs.py: (dataset path in the layer, control)."""
+    """The dataset folder seen through tests/tools/eiofs.py: (its path in the layer, control)."""
     layer, control = tmp_path / "layer", tmp_path / "control"
     layer.mkdir()
-    proc = subprocess.Popen([sys.executable, "-m", "tests.eiofs", str(dataset.parent),
+    proc = subprocess.Popen([sys.executable, "-m", "tests.tools.eiofs", str(dataset.parent),
                              str(layer), str(control)], cwd=Path(__file__).parents[1])
     try:
         deadline = time.monotonic() + 20

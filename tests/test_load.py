@@ -1,7 +1,7 @@
 """Load (DESIGN §6): 16 processes read random files of a 1,000-image synthetic mount for 60 s
-(VGFS_LOAD_SECONDS to change it; tests/soak.py runs it for hours). Every byte is checked against
-the sources, the daemon's private memory stays under cache_size plus a fixed overhead, and it
-leaks no file descriptors."""
+(VGFS_LOAD_SECONDS to change it; tests/tools/soak.py runs it for hours). Every byte is checked
+against the sources, the daemon's private memory stays under cache_size plus a fixed overhead,
+and it leaks no file descriptors."""
 
 from __future__ import annotations
 

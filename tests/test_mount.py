@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import RELEASE, force_unmount, mounted, vgfs
+from tests.conftest import JPEGS, RELEASE, force_unmount, image_id_of, mounted, vgfs
 from vgfs.dataset import open_dataset
 from vgfs.layout import FORMAT
 from vgfs.mount import mounted_fs
@@ -32,17 +32,12 @@ KIND_SOURCES = {
     "regions.json": "region_descriptions.json",
     "qa.json": "question_answers.json",
 }
-JPEGS = {1: "VG_100K_2/1.jpg", 2: "VG_100K/2.jpg", 4: "VG_100K/4.jpg", 5: "VG_100K/5.jpg"}
-
-
-def _image_id(entry: dict) -> int:
-    return entry["image_id"] if "image_id" in entry else entry["id"]
 
 
 @pytest.fixture(scope="module")
 def sources() -> dict[str, dict[int, object]]:
     """Each release file's entries by image id, straight from the release."""
-    return {name: {_image_id(e): e for e in json.loads((RELEASE / name).read_bytes())}
+    return {name: {image_id_of(e): e for e in json.loads((RELEASE / name).read_bytes())}
             for name in set(KIND_SOURCES.values())}
 
 

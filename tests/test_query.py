@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import subprocess
@@ -14,38 +15,49 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import RELEASE, vgfs
-from vgfs.query import NAME_MAX, escape, unescape
+from vgfs.query import (
+    NAME_MAX,
+    VIEWS,
+    escape,
+    extract,
+    key,
+    load_aliases,
+    pos_key,
+    unescape,
+)
+
+
+def _load(name: str) -> list:
+    return json.loads((RELEASE / name).read_bytes())
+
+
+def _aliases(name: str, fold: bool) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in (RELEASE / name).read_text().splitlines():
+        names = [n.casefold() if fold else n for n in line.split(",")]
+        for alias in names[1:]:
+            if alias and alias != names[0] and names[0]:
+                out.setdefault(alias, names[0])
+    return out
 
 
 def _scan_release() -> dict[str, dict[str, set[int]]]:
     """The views, computed the obvious way from the release files (the README.txt rules)."""
-    def load(name: str) -> list:
-        return json.loads((RELEASE / name).read_bytes())
-
-    def aliases(name: str, fold: bool) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for line in (RELEASE / name).read_text().splitlines():
-            names = [n.casefold() if fold else n for n in line.split(",")]
-            for alias in names[1:]:
-                if alias and alias != names[0] and names[0]:
-                    out.setdefault(alias, names[0])
-        return out
-
     views: dict[str, dict[str, set[int]]] = defaultdict(lambda: defaultdict(set))
-    object_alias = aliases("object_alias.txt", False)
-    predicate_alias = aliases("relationship_alias.txt", True)
-    for entry in load("objects.json"):
+    object_alias = _aliases("object_alias.txt", False)
+    predicate_alias = _aliases("relationship_alias.txt", True)
+    for entry in _load("objects.json"):
         for obj in entry["objects"]:
             for name in obj["names"]:
                 views["by-object"][name].add(entry["image_id"])
                 views["by-object"][object_alias.get(name, name)].add(entry["image_id"])
             for synset in obj["synsets"]:
                 views["by-synset"][synset].add(entry["image_id"])
-    for entry in load("attributes.json"):
+    for entry in _load("attributes.json"):
         for obj in entry["attributes"]:
             for attr in obj.get("attributes", []):
                 views["by-attribute"][attr].add(entry["image_id"])
-    for entry in load("relationships.json"):
+    for entry in _load("relationships.json"):
         for rel in entry["relationships"]:
             pred = rel["predicate"].casefold()
             views["by-predicate"][pred].add(entry["image_id"])
@@ -128,3 +140,87 @@ def test_escaping_round_trips_and_is_safe(name: str) -> None:
                 max_size=20, unique=True))
 def test_escaping_never_collides(names: list[str]) -> None:
     assert len({escape(n) for n in names}) == len(names)
+
+
+# --- the pure functions, without a mount ------------------------------------------------------
+
+
+def test_extract_over_the_release_gives_the_scan(release_entries: dict) -> None:
+    """What the build indexes, entry by entry, equals the obvious scan of the release; each
+    (view, name) comes once per entry."""
+    object_alias = load_aliases((RELEASE / "object_alias.txt").read_text())
+    predicate_alias = load_aliases((RELEASE / "relationship_alias.txt").read_text(), fold=True)
+    views: dict[str, dict[str, set[int]]] = defaultdict(lambda: defaultdict(set))
+    for kind, entries in release_entries.items():
+        for image_id, entry in entries.items():
+            pairs = list(extract(kind, entry, object_alias, predicate_alias, "objects"))
+            assert len(pairs) == len(set(pairs)), (kind, image_id)
+            for view, name in pairs:
+                views[view][name].add(image_id)
+    assert views == _scan_release()
+
+
+def test_load_aliases_reads_the_release_files() -> None:
+    """alias -> canonical, the first line naming an alias winning; predicates case-folded."""
+    for name, fold in (("object_alias.txt", False), ("relationship_alias.txt", True)):
+        got = load_aliases((RELEASE / name).read_text(), fold)
+        assert got == _aliases(name, fold) and len(got) > 1000, name
+    assert load_aliases("dog,doggy,dog\nhound,doggy\n,orphan\ncat\n") == {"doggy": "dog"}
+    assert load_aliases("On Top Of,ON,on top\n", fold=True) == {"on": "on top of",
+                                                              "on top": "on top of"}
+
+
+def test_extract_ids_and_old_object_names() -> None:
+    """by-coco and by-flickr take integer ids only; v1.0 objects have one `name`; attributes
+    stand in for objects when there is no objects.json."""
+    meta = {"image_id": 1, "coco_id": 42, "flickr_id": True}
+    assert list(extract("meta", meta, {}, {}, "objects")) == [("by-coco", "42")]
+    assert list(extract("meta", {"image_id": 1, "coco_id": None}, {}, {}, "objects")) == []
+    v10 = {"id": 1, "objects": [{"id": 5, "name": "dog"}, {"id": 6, "names": ["cat", 3]}]}
+    assert set(extract("objects", v10, {"doggy": "x"}, {}, "objects")) == {
+        ("by-object", "dog"), ("by-object", "cat")}
+    attrs = {"image_id": 1, "attributes": [{"names": ["dog"], "synsets": ["dog.n.01"],
+                                            "attributes": ["brown", "brown", ["x"]]}]}
+    assert set(extract("attributes", attrs, {"dog": "canine"}, {}, "attributes")) == {
+        ("by-object", "dog"), ("by-object", "canine"), ("by-synset", "dog.n.01"),
+        ("by-attribute", "brown")}
+    assert set(extract("attributes", attrs, {}, {}, "objects")) == {("by-attribute", "brown")}
+
+
+@pytest.mark.parametrize("name, escaped", [
+    (".", b"%2E"), ("..", b"%2E%2E"), ("counts.json", b"counts%2Ejson"), ("", b"%"),
+    ("t/v", b"t%2Fv"), ("50%", b"50%25"), ("a\0b", b"a%00b"), ("%2F", b"%252F"),
+    ("dog ", b"dog "), ("ON", b"ON"), ("a.b", b"a.b"), ("...", b"..."), ("\u00e9", b"\xc3\xa9"),
+])
+def test_escape_examples(name: str, escaped: bytes) -> None:
+    """The README's rules, one case each: trailing spaces and case stay, only the listed
+    characters and names change."""
+    assert escape(name) == escaped
+    assert unescape(escaped) == name
+
+
+def test_unescape_leaves_other_percent_signs() -> None:
+    for name in (b"%41", b"%2e", b"100%", b"%%", b"%2"):
+        assert unescape(name) == name.decode()
+
+
+def test_long_names_are_cut_with_a_digest() -> None:
+    """Over 255 bytes: cut at a character boundary, then %~ and 16 hex digits of the SHA-256
+    of the whole escaped name, so two long names sharing a prefix still differ."""
+    for name in ("x" * 300, "\u00e9" * 200, "/" * 100):
+        escaped = escape(name)
+        full = name.translate({ord("/"): "%2F"}).encode()
+        assert len(escaped) <= NAME_MAX and escaped.decode()  # still valid UTF-8
+        assert escaped.endswith(b"%~" + hashlib.sha256(full).hexdigest()[:16].encode())
+        assert full.startswith(escaped[:-18])
+    assert len(escape("x" * 300)) == NAME_MAX
+    assert escape("x" * 255) == b"x" * 255
+    assert escape("x" * 300) != escape("x" * 301)
+
+
+def test_index_keys_sort_by_view_then_position() -> None:
+    """LMDB sorts keys bytewise: a view's names list in position order, views never mix."""
+    keys = [pos_key(view, p) for view in VIEWS for p in (0, 1, 255, 256, 70000, 2**32 - 1)]
+    assert sorted(keys) == keys and len(set(keys)) == len(keys)
+    assert key("by-object", b"dog") == bytes([VIEWS.index("by-object")]) + b"dog"
+    assert key("by-object", b"dog") != key("by-attribute", b"dog")

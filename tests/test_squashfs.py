@@ -25,7 +25,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.fuzz_squashfs import (
+from tests.tools.fuzz_squashfs import (
     build_seed_images,
     check,
     exercise,

@@ -21,6 +21,7 @@ from vgfs.cache import LRUCache
 from vgfs.dataset import Dataset
 from vgfs.errors import VGFSError
 from vgfs.layout import JpegIndex
+from vgfs.metrics import BACKEND_COUNTERS
 
 Buffer = bytes | bytearray | memoryview
 
@@ -32,8 +33,7 @@ class Backend:
 
     def __init__(self, dataset: Dataset, cache: LRUCache) -> None:
         self.ds, self.cache = dataset, cache
-        self.counters = {"lmdb_reads": 0, "jpeg_reads_nowait": 0, "jpeg_reads_threaded": 0,
-                         "jpeg_bytes": 0}
+        self.counters = dict.fromkeys(BACKEND_COUNTERS, 0)
         self._fd = dataset.image_fd
         self._nowait = True  # cleared if the image's filesystem refuses RWF_NOWAIT
         self._verified: set[int] = set()  # keys whose bytes matched their CRC-32

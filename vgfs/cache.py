@@ -36,12 +36,12 @@ class LRUCache:
     def put(self, key: Any, data: Any, size: int | None = None) -> None:
         """Keep `data`, counted as `size` bytes (its len() by default)."""
         size = len(data) if size is None else size
-        if size > self.max_bytes:
-            return
         with self._lock:
             old = self._items.pop(key, None)
             if old is not None:
                 self.bytes -= old[1]
+            if size > self.max_bytes:  # not kept; nor is what the key held before
+                return
             self._items[key] = (data, size)
             self.bytes += size
             while self.bytes > self.max_bytes:

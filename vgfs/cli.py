@@ -1,17 +1,22 @@
-"""Command line: argument parsing only; the work is done by the modules it calls."""
+"""Command lines, `vgfs` and the mount(8) helper `mount.fuse.vgfs`: argument parsing only; the
+work is done by the modules they call."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from vgfs import __version__
 from vgfs.errors import VGFSError
+
+if TYPE_CHECKING:
+    from vgfs.metrics import StatsJson
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -88,9 +93,52 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         if args.debug:
             raise
-        where = f"{e.filename}: " if e.filename else ""
-        print(f"vgfs: error: {where}{e.strerror or e}", file=sys.stderr)
+        print(f"vgfs: error: {_os_error(e)}", file=sys.stderr)
         return 1
+
+
+def mount_helper(argv: list[str] | None = None) -> int:
+    """`mount.fuse.vgfs DATASET MOUNTPOINT [-sfnv] [-o OPTS]`: what mount(8) runs for an fstab
+    line or a systemd .mount unit of type fuse.vgfs, once linked as /sbin/mount.fuse.vgfs.
+    Exit status as mount(8) documents it: 32 when the mount fails."""
+    from vgfs.mount import mount, preflight
+    from vgfs.options import parse_options
+
+    p = argparse.ArgumentParser(prog="mount.fuse.vgfs", description="mount(8) helper for vgfs:"
+                                " mounts DATASET at MOUNTPOINT in the background, and returns"
+                                " once the mount answers.")
+    p.add_argument("dataset")
+    p.add_argument("mountpoint")
+    p.add_argument("-o", dest="options", action="append", default=[], metavar="OPT,...")
+    p.add_argument("-s", dest="sloppy", action="store_true", help="ignore unknown options")
+    p.add_argument("-f", dest="fake", action="store_true", help="check everything, mount nothing")
+    p.add_argument("-n", dest="no_mtab", action="store_true", help="accepted; there is no mtab")
+    p.add_argument("-v", dest="verbose", action="store_true", help="log each event")
+    args = p.parse_args(argv)
+    _setup_logging("info" if args.verbose else "warning")
+    try:
+        opts = parse_options(args.options, sloppy=args.sloppy)
+        if args.fake:
+            preflight(os.path.abspath(args.dataset), Path(args.mountpoint).absolute(), opts)
+        else:
+            mount(args.dataset, args.mountpoint, opts, foreground=False)
+    except VGFSError as e:
+        print(f"mount.fuse.vgfs: {e}", file=sys.stderr)
+        return 32
+    except OSError as e:
+        print(f"mount.fuse.vgfs: {_os_error(e)}", file=sys.stderr)
+        return 32
+    return 0
+
+
+def _os_error(e: OSError) -> str:
+    where = f"{e.filename}: " if e.filename else ""
+    return f"{where}{e.strerror or e}"
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(stream=sys.stderr, level=level.upper(),
+                        format="vgfs %(levelname)s %(message)s")
 
 
 def _run(args: argparse.Namespace) -> int | None:
@@ -102,15 +150,7 @@ def _run(args: argparse.Namespace) -> int | None:
         c = manifest["counts"]
         print(f"built {args.output}: {c['images']} images, {c['jpegs']} JPEGs")
     elif cmd == "mount":
-        from vgfs.mount import mount, parse_options, setup_logging
-
-        setup_logging(args.log_level)
-        opts = parse_options(args.options)
-        if args.metrics_file:
-            opts.metrics_file = os.path.abspath(args.metrics_file)
-        if args.metrics_interval is not None:
-            opts.metrics_interval = args.metrics_interval
-        mount(args.dataset, args.mountpoint, opts, args.foreground)
+        _mount(args)
     elif cmd == "umount":
         from vgfs.mount import umount
 
@@ -139,7 +179,7 @@ def _run(args: argparse.Namespace) -> int | None:
             return 1
         print(f"{args.dataset}: every record and JPEG matches")
     elif cmd == "stats":
-        from vgfs.mount import read_stats
+        from vgfs.metrics import read_stats
 
         stats = read_stats(args.mountpoint)
         print(orjson.dumps(stats, option=orjson.OPT_INDENT_2).decode() if args.json
@@ -155,6 +195,19 @@ def _run(args: argparse.Namespace) -> int | None:
 
         demo(Path(args.mountpoint), args.images)
     return None
+
+
+def _mount(args: argparse.Namespace) -> None:
+    from vgfs.mount import mount
+    from vgfs.options import parse_options
+
+    _setup_logging(args.log_level)
+    opts = parse_options(args.options)
+    if args.metrics_file:
+        opts.metrics_file = os.path.abspath(args.metrics_file)
+    if args.metrics_interval is not None:
+        opts.metrics_interval = args.metrics_interval
+    mount(args.dataset, args.mountpoint, opts, args.foreground)
 
 
 def info_text(path: Path, m: dict[str, Any]) -> str:
@@ -182,7 +235,7 @@ def info_text(path: Path, m: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def stats_text(s: dict[str, Any]) -> str:
+def stats_text(s: StatsJson) -> str:
     lines = [f"pid {s['pid']}, up {s['uptime_s']} s", "",
              f"{'operation':12} {'count':>10} {'mean µs':>10} {'max µs':>10}"]
     for op, o in s["ops"].items():

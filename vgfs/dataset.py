@@ -44,6 +44,47 @@ from vgfs.squashfs import SquashFSError, SquashFSImage
 Buffer = bytes | memoryview
 
 
+class _Environments:
+    """One LMDB environment per folder and process, shared by every Dataset open on it: LMDB
+    refuses a second open of the same environment in one process."""
+
+    def __init__(self) -> None:
+        self._open: dict[Path, tuple[lmdb.Environment, dict[str, Any], int]] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self, path: Path) -> tuple[lmdb.Environment, dict[str, Any]]:
+        key = path.resolve()
+        with self._lock:
+            if key in self._open:
+                env, dbs, users = self._open[key]
+            else:
+                env = lmdb.open(str(path), readonly=True, lock=False, max_dbs=MAX_DBS,
+                                subdir=True, readahead=False, max_readers=1024)
+                try:
+                    dbs = {n: env.open_db(n.encode(), create=False, dupsort=n in DUPSORT,
+                                          dupfixed=n in DUPSORT) for n in DB_NAMES}
+                except lmdb.Error:
+                    env.close()
+                    raise
+                users = 0
+            self._open[key] = (env, dbs, users + 1)
+            return env, dbs
+
+    def release(self, env: lmdb.Environment) -> None:
+        with self._lock:
+            for key, (open_env, dbs, users) in list(self._open.items()):
+                if open_env is env:
+                    if users > 1:
+                        self._open[key] = (env, dbs, users - 1)
+                    else:
+                        del self._open[key]
+                        env.close()
+                    return
+
+
+_ENVS = _Environments()
+
+
 class Dataset:
     """An open dataset folder. Safe to share between threads; reads never block on each other."""
 
@@ -54,10 +95,7 @@ class Dataset:
         lmdb_path = self.path / "annotations.lmdb"
         self._local = threading.local()
         try:
-            self.env = lmdb.open(str(lmdb_path), readonly=True, lock=False, max_dbs=MAX_DBS,
-                                 subdir=True, readahead=False, max_readers=1024)
-            self.dbs = {n: self.env.open_db(n.encode(), create=False, dupsort=n in DUPSORT,
-                                            dupfixed=n in DUPSORT) for n in DB_NAMES}
+            self.env, self.dbs = _ENVS.acquire(lmdb_path)
             # Small and asked for by every listing of the root: held in memory.
             self.files = {bytes(k).decode(): FILE_INFO.unpack(v)
                           for k, v in self._txn().cursor(db=self.dbs["files"])}
@@ -110,7 +148,7 @@ class Dataset:
         return self._image_fd
 
     def close(self) -> None:
-        self.env.close()
+        _ENVS.release(self.env)
         if self._image_fd >= 0:
             os.close(self._image_fd)
             self._image_fd = -1

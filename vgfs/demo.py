@@ -9,7 +9,8 @@ from pathlib import Path
 
 from vgfs.build import build
 from vgfs.errors import VGFSError
-from vgfs.mount import MountOptions, mount, mounted_fs
+from vgfs.mount import mount, mounted_fs
+from vgfs.options import MountOptions
 from vgfs.sample import write_sample
 
 

@@ -14,7 +14,6 @@ import logging
 import os
 import stat
 import time
-from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -24,6 +23,7 @@ import trio
 
 from vgfs.cache import LRUCache
 from vgfs.contents import Contents
+from vgfs.metrics import Stats
 from vgfs.schema import NAME_MAX
 from vgfs.tree import NameTooLong, Node, NodeType, Tree
 
@@ -32,36 +32,6 @@ log = logging.getLogger("vgfs")
 TIMEOUT = 24 * 3600.0  # the data never changes while mounted: let the kernel keep everything
 BLKSIZE = 1 << 20  # large st_blksize: cp and friends then read in big chunks
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
-
-
-class Stats:
-    """Live counters, read by `vgfs stats` from the unlisted `.vgfs-stats` at the root (tree.py).
-    Not an extended attribute: answering getxattr at all makes the kernel ask for every file's
-    security and ACL attributes, three round trips an entry of `ls -l`."""
-
-    def __init__(self) -> None:
-        self.ops: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0.0])  # n, sum s, max s
-        self.errors: dict[str, int] = defaultdict(int)
-        self.backend: dict[str, int] = {}  # the backend's own counters
-        self.started = time.time()
-
-    def record(self, op: str, seconds: float) -> None:
-        entry = self.ops[op]
-        entry[0] += 1
-        entry[1] += seconds
-        entry[2] = max(entry[2], seconds)
-
-    def snapshot(self, cache: LRUCache) -> dict[str, Any]:
-        return {
-            "uptime_s": round(time.time() - self.started, 1),
-            "pid": os.getpid(),
-            "ops": {op: {"count": int(n), "mean_us": round(total / n * 1e6, 1) if n else 0,
-                         "max_us": round(mx * 1e6, 1)}
-                    for op, (n, total, mx) in sorted(self.ops.items())},
-            "cache": cache.stats(),
-            "backend": dict(self.backend),
-            "errors": dict(self.errors),
-        }
 
 
 def _op(name: str) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
@@ -101,8 +71,7 @@ class Operations(pyfuse3.Operations):
         self.uid, self.gid = uid, gid
         self.file_mode = stat.S_IFREG | (0o444 & ~umask)
         self.dir_mode = stat.S_IFDIR | (0o555 & ~umask)
-        self.stats = Stats()
-        self.stats.backend = contents.backend.counters
+        self.stats = Stats(contents.backend.counters)
         self.limiter = trio.CapacityLimiter(threads)
         self.mtime_ns = tree.ds.built_ns
         self._stats_blob = b""

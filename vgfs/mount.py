@@ -1,4 +1,5 @@
-"""Mount lifecycle: options, checks before mounting, readiness, signals, daemonizing, unmount."""
+"""Mount lifecycle: checks before mounting, daemonizing, readiness, signals, systemd
+notifications, unmount. Options are parsed in options.py, counters kept in metrics.py."""
 
 from __future__ import annotations
 
@@ -12,102 +13,20 @@ import signal
 import socket
 import stat
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from vgfs.errors import VGFSError
+from vgfs.metrics import metrics_text, write_metrics
 
 if TYPE_CHECKING:
     from vgfs.dataset import Dataset
+    from vgfs.options import MountOptions
 
 log = logging.getLogger("vgfs")
-
-DEFAULT_CACHE = 256 << 20
-DEFAULT_METRICS_INTERVAL = 15.0
-# Options that mount(8), systemd or the kernel's generic mount flags use, which mean nothing to a
-# read-only FUSE mount: accepted and dropped, never passed to FUSE. mount(8) hands a helper
-# `rw` unless the fstab line says `ro` (so `defaults` arrives as `rw`), and `user` arrives with
-# noexec,nosuid,nodev; x-* and comment= are normally stripped before, but not by `vgfs mount`.
-MOUNT8_ONLY = {"_netdev", "nofail", "auto", "noauto", "user", "users", "nouser", "owner",
-               "group", "defaults", "ro", "nosuid", "suid", "nodev", "dev", "noexec", "exec",
-               "noatime", "atime", "relatime", "norelatime", "strictatime", "nostrictatime",
-               "lazytime", "nolazytime", "nodiratime", "diratime", "async", "sync", "dirsync",
-               "iversion", "noiversion", "mand", "nomand", "silent", "loud",
-               "default_permissions"}
-_KNOWN = ("cache_size=, pretty, uid=, gid=, umask=, allow_other, allow_root, threads=,"
-         " metrics_file=, metrics_interval=")
-_SIZE = re.compile(r"(\d+)([KMGT]?)(i?B?)?", re.IGNORECASE)
-
-
-@dataclass
-class MountOptions:
-    cache_size: int = DEFAULT_CACHE
-    pretty: bool = False
-    # The mounting process's ids, taken when the options are parsed (not when imported).
-    uid: int = field(default_factory=os.getuid)
-    gid: int = field(default_factory=os.getgid)
-    umask: int = 0
-    allow_other: bool = False
-    allow_root: bool = False
-    threads: int = 16
-    metrics_file: str | None = None
-    metrics_interval: float = DEFAULT_METRICS_INTERVAL
-
-
-def parse_size(text: str) -> int:
-    m = _SIZE.fullmatch(text.strip())
-    if m is None:
-        raise VGFSError(f"-o cache_size={text}: not a size (examples: 268435456, 256M, 2G)")
-    return int(m[1]) << (10 * " KMGT".index(m[2].upper() or " "))
-
-
-def parse_options(specs: list[str], sloppy: bool = False) -> MountOptions:
-    """Parse `-o a,b=c` lists. mount(8)-only options are dropped; unknown ones are an error, or
-    with `sloppy` (mount -s) a warning."""
-    opts = MountOptions()
-    for spec in specs:
-        for item in filter(None, spec.split(",")):
-            key, _, value = item.partition("=")
-            if key in MOUNT8_ONLY or key == "comment" or key.startswith("x-"):
-                continue
-            try:
-                if key == "cache_size":
-                    opts.cache_size = parse_size(value)
-                elif key == "pretty":
-                    opts.pretty = True
-                elif key in ("uid", "gid"):
-                    setattr(opts, key, int(value))
-                elif key == "umask":
-                    opts.umask = int(value, 8) & 0o777
-                elif key == "allow_other":
-                    opts.allow_other = True
-                elif key == "allow_root":
-                    opts.allow_root = True
-                elif key == "threads":
-                    opts.threads = max(1, int(value))
-                elif key == "metrics_file":
-                    if not value:
-                        raise VGFSError("-o metrics_file=: expected a file path")
-                    opts.metrics_file = os.path.abspath(value)
-                elif key == "metrics_interval":
-                    opts.metrics_interval = float(value)
-                elif key == "rw":
-                    # Not an error: mount(8) passes rw for every fstab line without `ro`.
-                    log.info("-o rw: ignored, vgfs mounts are always read-only")
-                elif sloppy:
-                    log.warning("-o %s: unknown option, ignored", item)
-                else:
-                    raise VGFSError(f"-o {item}: unknown option (known: {_KNOWN})")
-            except ValueError:
-                raise VGFSError(f"-o {item}: expected a number") from None
-    return opts
 
 
 def mounted_fs(mountpoint: str | os.PathLike) -> str | None:
@@ -280,7 +199,7 @@ def _serve(dataset: str, mp: Path, opts: MountOptions, on_ready: Callable[[], No
         raise VGFSError(f"{mp}: mounting failed ({e}); see the message above") from None
 
     def metrics() -> str:
-        return metrics_text(ops.stats.ops, ops.stats.snapshot(ops.cache), ops.stats.started, mp)
+        return metrics_text(ops.stats.sample(ops.cache), mp)
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
@@ -364,71 +283,6 @@ def _notify_systemd(state: str) -> None:
             log.warning("NOTIFY_SOCKET %s: %s", addr, e)
 
 
-# --- metrics, for node_exporter's textfile collector -------------------------------------------
-
-_CACHE_GAUGES = {"bytes": "Bytes of generated files held in the LRU cache.",
-                 "items": "Files held in the LRU cache.",
-                 "max_bytes": "Configured size of the LRU cache (cache_size), in bytes."}
-_HELP = {"hits": "Reads served from the LRU cache.",
-         "misses": "Reads that missed the LRU cache.",
-         "evictions": "Files evicted from the LRU cache.",
-         "evicted_bytes": "Bytes evicted from the LRU cache.",
-         "lmdb_reads": "Reads served from the LMDB map.",
-         "jpeg_reads_nowait": "JPEG reads served inline from the page cache.",
-         "jpeg_reads_threaded": "JPEG reads that went to a worker thread.",
-         "jpeg_bytes": "JPEG bytes read from the SquashFS image."}
-
-
-def metrics_text(ops: dict[str, list[float]], snapshot: dict[str, Any], started: float,
-                 mountpoint: str | os.PathLike) -> str:
-    """The counters of a mount in Prometheus' text exposition format. `ops` is Stats.ops (exact
-    running sums, so the counters never go backwards); the rest comes from Stats.snapshot."""
-    point = str(mountpoint).replace("\\", r"\\").replace('"', r"\"").replace("\n", r"\n")
-    lines: list[str] = []
-
-    def family(name: str, kind: str, help_: str, samples: list[tuple[str, str, float]]) -> None:
-        lines.extend((f"# HELP {name} {help_}", f"# TYPE {name} {kind}"))
-        for suffix, labels, value in samples:
-            lines.append(f'{name}{suffix}{{mountpoint="{point}"{labels}}} {value!r}')
-
-    by_op = [(f',op="{op}"', entry) for op, entry in sorted(ops.items())]
-    family("vgfs_start_time_seconds", "gauge", "When the mount started, in Unix time.",
-           [("", "", float(started))])
-    family("vgfs_requests_total", "counter", "FUSE requests served, by operation.",
-           [("", lab, int(n)) for lab, (n, _, _) in by_op])
-    family("vgfs_request_seconds", "summary", "Time spent serving FUSE requests, by operation.",
-           [s for lab, (n, total, _) in by_op for s in (("_sum", lab, float(total)),
-                                                        ("_count", lab, int(n)))])
-    family("vgfs_request_max_seconds", "gauge", "Slowest FUSE request so far, by operation.",
-           [("", lab, float(mx)) for lab, (_, _, mx) in by_op])
-    family("vgfs_errors_total", "counter", "Requests that failed with EIO, by operation.",
-           [("", f',op="{op}"', n) for op, n in sorted(snapshot["errors"].items())])
-    for key, value in snapshot["cache"].items():
-        if key in _CACHE_GAUGES:
-            family(f"vgfs_cache_{key}", "gauge", _CACHE_GAUGES[key], [("", "", value)])
-        else:
-            family(f"vgfs_cache_{key}_total", "counter", _HELP.get(key, f"Cache {key}."),
-                   [("", "", value)])
-    for key, value in snapshot["backend"].items():
-        family(f"vgfs_backend_{key}_total", "counter", _HELP.get(key, f"Backend {key}."),
-               [("", "", value)])
-    return "\n".join(lines) + "\n"
-
-
-def write_metrics(path: str, text: str) -> None:
-    """Replace `path` in one rename, so that a scrape never reads half a file. The temporary
-    name does not end in .prom, so the textfile collector never reads it either."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 async def _write_metrics_every(path: str, interval: float, text: Callable[[], str]) -> None:
     import trio
 
@@ -464,56 +318,3 @@ def umount(mountpoint: str, timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise VGFSError(f"{mp}: could not unmount ({last or 'still mounted'})")
         time.sleep(0.05)
-
-
-def read_stats(mountpoint: str) -> dict[str, Any]:
-    """The live counters of a running mount, from the unlisted file at its root."""
-    from vgfs.tree import STATS_NAME
-
-    try:
-        return orjson.loads((Path(mountpoint) / STATS_NAME.decode()).read_bytes())
-    except FileNotFoundError:
-        raise VGFSError(f"{mountpoint}: not a vgfs mount") from None
-    except OSError as e:
-        raise VGFSError(f"{mountpoint}: cannot read stats: {e.strerror}") from None
-    except orjson.JSONDecodeError:
-        raise VGFSError(f"{mountpoint}: not a vgfs mount") from None
-
-
-def setup_logging(level: str = "info") -> None:
-    logging.basicConfig(stream=sys.stderr, level=level.upper(),
-                        format="vgfs %(levelname)s %(message)s")
-
-
-def mount_helper(argv: list[str] | None = None) -> int:
-    """`mount.fuse.vgfs DATASET MOUNTPOINT [-sfnv] [-o OPTS]`: what mount(8) runs for an fstab
-    line or a systemd .mount unit of type fuse.vgfs, once linked as /sbin/mount.fuse.vgfs.
-    Exit status as mount(8) documents it: 32 when the mount fails."""
-    import argparse
-
-    p = argparse.ArgumentParser(prog="mount.fuse.vgfs", description="mount(8) helper for vgfs:"
-                                " mounts DATASET at MOUNTPOINT in the background, and returns"
-                                " once the mount answers.")
-    p.add_argument("dataset")
-    p.add_argument("mountpoint")
-    p.add_argument("-o", dest="options", action="append", default=[], metavar="OPT,...")
-    p.add_argument("-s", dest="sloppy", action="store_true", help="ignore unknown options")
-    p.add_argument("-f", dest="fake", action="store_true", help="check everything, mount nothing")
-    p.add_argument("-n", dest="no_mtab", action="store_true", help="accepted; there is no mtab")
-    p.add_argument("-v", dest="verbose", action="store_true", help="log each event")
-    args = p.parse_args(argv)
-    setup_logging("info" if args.verbose else "warning")
-    try:
-        opts = parse_options(args.options, sloppy=args.sloppy)
-        if args.fake:
-            preflight(os.path.abspath(args.dataset), Path(args.mountpoint).absolute(), opts)
-        else:
-            mount(args.dataset, args.mountpoint, opts, foreground=False)
-    except VGFSError as e:
-        print(f"mount.fuse.vgfs: {e}", file=sys.stderr)
-        return 32
-    except OSError as e:
-        where = f"{e.filename}: " if e.filename else ""
-        print(f"mount.fuse.vgfs: {where}{e.strerror or e}", file=sys.stderr)
-        return 32
-    return 0

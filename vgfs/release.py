@@ -452,5 +452,7 @@ def read_whole(src: Source) -> bytes:
 
 
 def _first_line(e: Exception) -> str:
-    text = re.sub(r"\s+", " ", str(e)).strip()
-    return text[:200]
+    # yajl reports some errors (invalid UTF-8) as bytes: decoded, they read like the others.
+    arg = e.args[0] if len(e.args) == 1 else None
+    text = arg.decode("utf-8", "replace") if isinstance(arg, bytes) else str(e)
+    return re.sub(r"\s+", " ", text).strip()[:200]

@@ -25,7 +25,7 @@ from enum import Enum, auto
 from typing import TYPE_CHECKING
 
 from vgfs.layout import ABSENT, KINDS, VIEW_FILE_PREFIX, ImageRecord
-from vgfs.query import LINK_VIEWS, VIEWS
+from vgfs.query import LINK_VIEWS, POS, VIEWS
 from vgfs.schema import CANONICAL_ID, IMAGE_DIRS, NAME_MAX
 
 if TYPE_CHECKING:
@@ -49,6 +49,7 @@ CODE_JPEG = len(FILES)
 CODE_BY_ID = len(FILES) + 1
 CODE_VIEW_LINK = len(FILES) + 2
 GRAPH = KINDS.index("graph")
+MAX_POSITION = (1 << 8 * POS.size) - 1  # the last name position of a view
 _DECIMAL = re.compile(CANONICAL_ID.encode())
 FILE_NAMES = [("image.jpg" if f == "jpeg" else f + ".json").encode() for f in FILES]
 _INDEX_OF_NAME = {name: i for i, name in enumerate(FILE_NAMES)}
@@ -262,7 +263,7 @@ class Tree:
             return self._fixed.get(ino)
         if ino >= NAME_BASE:
             v, position = divmod(ino - NAME_BASE, 1 << NAME_SHIFT)
-            if v >= len(VIEWS) or VIEWS[v] not in self._counts:
+            if v >= len(VIEWS) or VIEWS[v] not in self._counts or position > MAX_POSITION:
                 return None
             found = self.ds.view_name(VIEWS[v], position)
             return None if found is None else self._name_node(VIEWS[v], position, *found)
@@ -340,6 +341,8 @@ class Tree:
             view = VIEWS[ino - VIEW_BASE]
             if offset == 0 and view in self._counts:
                 yield b"counts.json", self._counts[view], 1
+            if offset - 1 > MAX_POSITION:  # a seekdir past the last name
+                return
             for position, key, count in self.ds.view_names(view, max(offset - 1, 0)):
                 yield key, self._name_node(view, position, key, count), position + 2
         elif ino >= NAME_BASE:

@@ -1,6 +1,6 @@
 """Long-running mutation fuzzer for vgfs.squashfs; the test suite runs a short bounded version.
 
-Usage: python tests/fuzz_squashfs.py --seconds 600 [--seed N] [--out DIR]
+Usage: python tests/tools/fuzz_squashfs.py --seconds 600 [--seed N] [--out DIR]
 
 Builds small seed images with mksquashfs, then repeatedly flips bytes, overwrites runs and
 truncates them. Every operation on a mutated image must succeed or raise SquashFSError within

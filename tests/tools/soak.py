@@ -1,6 +1,6 @@
 """Soak: the load test of tests/test_load.py for longer, on a fresh synthetic sample.
 
-    python tests/soak.py --seconds 3600 [--images 1000] [--processes 16] [--options OPTS]
+    python tests/tools/soak.py --seconds 3600 [--images 1000] [--processes 16] [--options OPTS]
 
 Prints the totals and exits non-zero on any error, mismatch, fd leak, or RssAnon above
 cache_size plus the load test's fixed overhead. Not collected by pytest.
@@ -13,11 +13,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.conftest import mounted  # noqa: E402
 from tests.test_load import OVERHEAD_MIB, expected_files, make_sample, run_load  # noqa: E402
-from vgfs.mount import parse_options  # noqa: E402
+from vgfs.options import parse_options  # noqa: E402
 
 
 def main() -> int:

@@ -1,0 +1,104 @@
+"""Mount options: the `-o a,b=c` lists of `vgfs mount`, fstab lines and .mount units."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from vgfs.errors import VGFSError
+
+log = logging.getLogger("vgfs")
+
+DEFAULT_CACHE = 256 << 20
+DEFAULT_METRICS_INTERVAL = 15.0
+# Options that mount(8), systemd or the kernel's generic mount flags use, which mean nothing to a
+# read-only FUSE mount: accepted and dropped, never passed to FUSE. mount(8) hands a helper
+# `rw` unless the fstab line says `ro` (so `defaults` arrives as `rw`), and `user` arrives with
+# noexec,nosuid,nodev; x-* and comment= are normally stripped before, but not by `vgfs mount`.
+MOUNT8_ONLY = {"_netdev", "nofail", "auto", "noauto", "user", "users", "nouser", "owner",
+               "group", "defaults", "ro", "nosuid", "suid", "nodev", "dev", "noexec", "exec",
+               "noatime", "atime", "relatime", "norelatime", "strictatime", "nostrictatime",
+               "lazytime", "nolazytime", "nodiratime", "diratime", "async", "sync", "dirsync",
+               "iversion", "noiversion", "mand", "nomand", "silent", "loud",
+               "default_permissions"}
+_SIZE = re.compile(r"(\d+)([KMGT]?)(i?B?)?", re.IGNORECASE)
+
+
+@dataclass
+class MountOptions:
+    """What `-o` can set; the defaults are a mount's without options."""
+
+    cache_size: int = DEFAULT_CACHE
+    pretty: bool = False
+    # The mounting process's ids, taken when the options are parsed (not when imported).
+    uid: int = field(default_factory=os.getuid)
+    gid: int = field(default_factory=os.getgid)
+    umask: int = 0
+    allow_other: bool = False
+    allow_root: bool = False
+    threads: int = 16
+    metrics_file: str | None = None
+    metrics_interval: float = DEFAULT_METRICS_INTERVAL
+
+
+def parse_size(text: str) -> int:
+    """`268435456`, `256M`, `2GiB`, ...: a number of bytes, with an optional binary unit."""
+    m = _SIZE.fullmatch(text.strip())
+    if m is None:
+        raise VGFSError(f"-o cache_size={text}: not a size (examples: 268435456, 256M, 2G)")
+    return int(m[1]) << (10 * " KMGT".index(m[2].upper() or " "))
+
+
+def _flag(_: str) -> bool:
+    return True
+
+
+def _path(value: str) -> str:
+    if not value:
+        raise VGFSError("-o metrics_file=: expected a file path")
+    return os.path.abspath(value)
+
+
+# Each option sets the MountOptions field of its name to its value as parsed here; a ValueError
+# from a parser means the value is not a number. Flags (_flag) take no value.
+OPTIONS: dict[str, Callable[[str], object]] = {
+    "cache_size": parse_size,
+    "pretty": _flag,
+    "uid": int,
+    "gid": int,
+    "umask": lambda value: int(value, 8) & 0o777,
+    "allow_other": _flag,
+    "allow_root": _flag,
+    "threads": lambda value: max(1, int(value)),
+    "metrics_file": _path,
+    "metrics_interval": float,
+}
+_KNOWN = ", ".join(key if parse is _flag else f"{key}=" for key, parse in OPTIONS.items())
+
+
+def parse_options(specs: list[str], sloppy: bool = False) -> MountOptions:
+    """Parse `-o a,b=c` lists. mount(8)-only options are dropped; unknown ones are an error, or
+    with `sloppy` (mount -s) a warning."""
+    opts = MountOptions()
+    for spec in specs:
+        for item in filter(None, spec.split(",")):
+            key, _, value = item.partition("=")
+            parse = OPTIONS.get(key)
+            if parse is not None:
+                try:
+                    setattr(opts, key, parse(value))
+                except ValueError:
+                    raise VGFSError(f"-o {item}: expected a number") from None
+            elif key in MOUNT8_ONLY or key == "comment" or key.startswith("x-"):
+                continue
+            elif key == "rw":
+                # Not an error: mount(8) passes rw for every fstab line without `ro`.
+                log.info("-o rw: ignored, vgfs mounts are always read-only")
+            elif sloppy:
+                log.warning("-o %s: unknown option, ignored", item)
+            else:
+                raise VGFSError(f"-o {item}: unknown option (known: {_KNOWN})")
+    return opts
