@@ -166,14 +166,11 @@ def _run(args: argparse.Namespace) -> int | None:
     elif cmd == "verify":
         from vgfs.dataset import open_dataset
         from vgfs.progress import progress
-        from vgfs.verify import verify
+        from vgfs.verify import verify, work
 
-        with open_dataset(args.dataset) as ds:
-            total = sum(k.get("entries", 0) for k in ds.manifest["kinds"].values())
-            total += ds.manifest["counts"].get("jpegs", 0)
-            with progress("verifying", total, "rec", not args.quiet) as bar:
-                bad = verify(ds, lambda msg: print(f"mismatch: {msg}", file=sys.stderr),
-                             bar.update)
+        with open_dataset(args.dataset) as ds, \
+                progress("verifying", work(ds), "", not args.quiet) as bar:
+            bad = verify(ds, lambda msg: print(f"mismatch: {msg}", file=sys.stderr), bar.update)
         if bad:
             print(f"vgfs: verify: {bad} mismatches in {args.dataset}", file=sys.stderr)
             return 1

@@ -1,72 +1,83 @@
-"""`vgfs verify`: read everything a dataset stores and check it against its checksums."""
+"""`vgfs verify`: read everything a dataset stores and check it against its checksums,
+reporting every mismatch: one damaged frame or JPEG never hides the next."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import lmdb
-from isal.isal_zlib import crc32
 
 from vgfs.dataset import Dataset
 from vgfs.errors import VGFSError
-from vgfs.layout import ID, sum_key
+from vgfs.layout import ABSENT, FRAME, KINDS, JpegIndex
 from vgfs.squashfs import SquashFSError
 
 
 def verify(ds: Dataset, report: Callable[[str], None],
            on_progress: Callable[[int], object] | None = None) -> int:
-    """Read every record, whole file and JPEG and check them against the stored checksums and
-    the manifest's digests. Calls `report` once per mismatch; returns how many there were."""
-    bad = 0
+    """Decompress every stored frame (zstd checks each against its checksum), compare every
+    stored file with the manifest's sha256, check every image's ranges, and read every JPEG
+    against its sha256. Calls `report` once per mismatch; returns how many there were.
+    `on_progress(n)` counts frames and JPEGs."""
+    problems = 0
+    for problem in _problems(ds, on_progress or (lambda n: None)):
+        problems += 1
+        report(problem)
+    return problems
 
-    def fail(msg: str) -> None:
-        nonlocal bad
-        bad += 1
-        report(msg)
 
-    txn, sums = ds._txn(), ds.dbs["sums"]
-    digests = ds.manifest.get("checksums", {})
+def work(ds: Dataset) -> int:
+    """How many units `verify` reports progress in: frames and JPEGs."""
+    frames = sum(-(-size // FRAME) for _, size in ds.files.values())
+    return frames + ds.manifest.get("counts", {}).get("jpegs", 0) + len(ds.strays)
+
+
+def _problems(ds: Dataset, progress: Callable[[int], object]) -> Iterator[str]:
+    sources = ds.manifest.get("sources", {})
+    for path, (file_no, size) in sorted(ds.files.items()):
+        digest, damaged = hashlib.sha256(), False
+        for off in range(0, size, FRAME):  # on past a damaged frame, to report the others
+            try:
+                digest.update(ds.range(file_no, off, min(FRAME, size - off)))
+            except (VGFSError, lmdb.Error) as e:
+                yield str(e)
+                damaged = True
+            progress(1)
+        want = sources.get(path, {}).get("sha256")
+        if not damaged and want is not None and digest.hexdigest() != want:
+            yield f"{path}: does not match the manifest's sha256"
     try:
-        for kind in ds.kinds:
-            digest = hashlib.sha256()
-            for key, value in txn.cursor(db=ds.dbs[kind]):
-                image_id = ID.unpack(key)[0]
-                want = txn.get(sum_key(kind, image_id), db=sums)
-                if want is None or crc32(value).to_bytes(4, "big") != bytes(want):
-                    fail(f"image {image_id}: {kind} record does not match its checksum")
-                digest.update(bytes(key) + bytes(value))
-                if on_progress:
-                    on_progress(1)
-            if digests.get(kind) != digest.hexdigest():
-                fail(f"{kind}: records differ from the manifest's digest")
-        for name in ds.whole_files:
-            digest = hashlib.sha256()
-            try:
-                for data in ds.whole_chunks(name):
-                    digest.update(data)
-            except VGFSError as e:
-                fail(str(e))
-                continue
-            if ds.whole_size(name) is None or digest.hexdigest() != digests.get("file:" + name):
-                fail(f"{name}: does not match the manifest's sha256")
-        digest = hashlib.sha256()
-        for key, value in txn.cursor(db=ds.dbs["jpegs"]):
-            image_id = ID.unpack(key)[0]
-            digest.update(bytes(key) + bytes(value))
-            sha = ds.jpeg_index(image_id).sha256
-            try:
-                data = ds.jpeg(image_id)
-            except (OSError, VGFSError, SquashFSError) as e:
-                fail(f"image {image_id}: JPEG unreadable: {e}")
-                continue
-            if hashlib.sha256(data).digest() != bytes(sha):
-                fail(f"image {image_id}: JPEG bytes in {ds.images_path.name} do not match their"
-                     " sha256")
-            if on_progress:
-                on_progress(1)
-        if "jpegs" in digests and digests["jpegs"] != digest.hexdigest():
-            fail("JPEG index differs from the manifest's digest")
+        yield from _bad_ranges(ds)
+        for image_id in ds.image_ids(db="jpegs"):
+            yield from _bad_jpeg(ds, f"image {image_id}", ds.jpeg_index(image_id))
+            progress(1)
     except lmdb.Error as e:
-        fail(f"{ds.path / 'annotations.lmdb'}: database damaged: {e}")
-    return bad
+        yield f"{ds.path / 'annotations.lmdb'}: database damaged: {e}"
+    for path, index in sorted(ds.strays.items()):
+        yield from _bad_jpeg(ds, path, index)
+        progress(1)
+
+
+def _bad_ranges(ds: Dataset) -> Iterator[str]:
+    """Every image's entries lie inside their source files."""
+    sizes = {kind: ds.files[ds.manifest["kinds"][kind]["file"]][1] for kind in ds.kinds
+             if ds.manifest["kinds"][kind].get("file") in ds.files}
+    for image_id in ds.image_ids():
+        record = ds.image(image_id)
+        for kind, (offset, length) in zip(KINDS, record.ranges, strict=True):
+            if length != ABSENT and (kind not in sizes or offset + length > sizes[kind]):
+                yield f"image {image_id}: its {kind} entry lies outside its source file"
+
+
+def _bad_jpeg(ds: Dataset, what: str, index: JpegIndex | None) -> Iterator[str]:
+    if index is None:
+        yield f"{what}: JPEG vanished from the index"
+        return
+    try:
+        data = ds.image_bytes(index, what)
+    except (OSError, VGFSError, SquashFSError) as e:
+        yield f"{what}: JPEG unreadable: {e}"
+        return
+    if hashlib.sha256(data).digest() != index.sha256:
+        yield f"{what}: JPEG bytes in {ds.images_path.name} do not match their sha256"
