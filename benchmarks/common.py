@@ -46,7 +46,7 @@ CODE = DATA / f"code-{os.getpid()}"  # this run's copy of the vgfs package
 SOURCE = CODE / "vgfs"
 _frozen: list[str] = []  # the commit the copy was taken at
 RELEASE_CODE = ("sample.py",)  # what a synthetic release's bytes depend on
-DATASET_CODE = (*RELEASE_CODE, "release.py", "build.py", "dataset.py")
+DATASET_CODE = (*RELEASE_CODE, "release.py", "build", "contents.py", "dataset.py")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -92,7 +92,9 @@ def freeze_vgfs() -> None:
 def _version(modules: tuple[str, ...]) -> str:
     digest = hashlib.sha256()
     for name in modules:
-        digest.update((SOURCE / name).read_bytes())
+        path = SOURCE / name  # a module, or a package's modules
+        for module in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            digest.update(module.read_bytes())
     return f"{__version__}-{digest.hexdigest()[:10]}"
 
 
