@@ -293,7 +293,7 @@ class SquashFSImage:
     def _inflate(self, data: bytes, limit: int, where: str) -> bytes:
         try:
             out = self._decompress(data, limit)
-        except Exception:  # each compressor has its own error types (and wordy messages)
+        except Exception:  # noqa: BLE001 - each compressor has its own error types
             raise self._corrupt(f"{where} is not valid {self.compressor} data") from None
         if len(out) > limit:
             raise self._corrupt(f"{where} decompresses to more than {limit} bytes")
