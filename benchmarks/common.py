@@ -53,7 +53,8 @@ _frozen: list[str] = []  # the commit the copy was taken at
 # What a synthetic release's bytes depend on.
 RELEASE_CODE = tuple(f"sample/{name}.py" for name in ("__init__", "vocab", "annotations",
                                                        "jpegs", "writer"))
-DATASET_CODE = (*RELEASE_CODE, "release.py", "build.py", "dataset.py")
+DATASET_CODE = (*RELEASE_CODE, "schema.py", "layout.py", "query.py", "release.py",
+                "build", "contents.py", "dataset.py")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 MODES = ("cold", "warm")  # a fresh mount with the caches dropped, then a second pass on it
 PROFILE_SECONDS = 20.0  # how long py-spy samples a daemon that misses a target
@@ -101,7 +102,9 @@ def freeze_vgfs() -> None:
 def _version(modules: tuple[str, ...]) -> str:
     digest = hashlib.sha256()
     for name in modules:
-        digest.update((SOURCE / name).read_bytes())
+        path = SOURCE / name  # a module, or a package's modules
+        for module in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            digest.update(module.read_bytes())
     return f"{__version__}-{digest.hexdigest()[:10]}"
 
 

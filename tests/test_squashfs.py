@@ -1,9 +1,10 @@
 """vgfs.squashfs against real images built by mksquashfs and cross-checked with unsquashfs.
 
 Beyond the standard library (gzip, xz, lzma) the reader needs these PyPI packages for the
-other compressors mksquashfs offers: zstandard (zstd), lz4 (lz4), python-lzo (lzo; it builds
-from source against Debian's liblzo2-dev). A compressor is skipped only when mksquashfs lacks
-it; when the Python package is missing the test fails, naming the package to install.
+other compressors mksquashfs offers: zstandard (zstd), lz4 (lz4), python-lzo (lzo, the vgfs[lzo]
+extra that the test extra pulls in; it builds from source against Debian's liblzo2-dev). A
+compressor is skipped only when mksquashfs lacks it; when the Python package is missing the test
+fails, naming what to install.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import RELEASE, site_image
 from tests.tools.fuzz_squashfs import (
     build_seed_images,
     check,
@@ -32,6 +34,9 @@ from tests.tools.fuzz_squashfs import (
     mksquashfs,
     mksquashfs_compressors,
 )
+from vgfs.build import build as build_dataset
+from vgfs.dataset import open_dataset
+from vgfs.errors import VGFSError
 from vgfs.squashfs import NO_FRAGMENT, FileEntry, SquashFSError, SquashFSImage
 
 # A missing tool is a broken setup, not a reason to skip: `./dev` installs squashfs-tools.
@@ -334,7 +339,7 @@ def test_threads_share_one_image(small_src: Path, small_image: Path) -> None:
                     entry = rng.choice(entries)
                     offset, size = rng.randrange(entry.size), rng.randrange(1, 50_000)
                     assert image.read(entry, offset, size) == want[entry.path][offset:][:size]
-            except BaseException as e:
+            except BaseException as e:  # noqa: BLE001 - handed to the main thread, which re-raises
                 errors.append(e)
 
         threads = [threading.Thread(target=reader, args=(i,)) for i in range(4)]
@@ -346,11 +351,15 @@ def test_threads_share_one_image(small_src: Path, small_image: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("comp", "module", "package"),
-    [("zstd", "zstandard", "zstandard"), ("lz4", "lz4.block", "lz4"), ("lzo", "lzo", "python-lzo")],
+    ("comp", "module", "what"),
+    [
+        ("zstd", "zstandard", "the Python package 'zstandard'"),
+        ("lz4", "lz4.block", "the Python package 'lz4'"),
+        ("lzo", "lzo", "vgfs[lzo] (pip install 'vgfs[lzo]')"),
+    ],
 )
 def test_missing_compressor_package(
-    comp: str, module: str, package: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    comp: str, module: str, what: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if comp not in available_compressors():
         pytest.skip(f"mksquashfs was built without {comp}")
@@ -359,9 +368,35 @@ def test_missing_compressor_package(
     image = tmp_path / "img.sqfs"
     mksquashfs(tmp_path / "src", image, "-comp", comp)
     monkeypatch.setitem(sys.modules, module, None)
-    with pytest.raises(SquashFSError, match=f"install the Python package '{package}'") as err:
+    with pytest.raises(SquashFSError) as err:
         SquashFSImage(image)
-    assert str(image) in str(err.value)
+    assert str(err.value) == (
+        f"SquashFS image {image} uses {comp} compression; install {what} to read it."
+    )
+
+
+def test_lzo_site_image_without_the_extra_is_one_sentence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if "lzo" not in available_compressors():
+        pytest.skip("mksquashfs was built without lzo")
+    image = site_image(tmp_path / "site.sqfs", "-comp", "lzo")
+    sentence = (f"SquashFS image {image} uses lzo compression; "
+                "install vgfs[lzo] (pip install 'vgfs[lzo]') to read it.")
+    # The command line where python-lzo is not installed: that sentence, no traceback.
+    without_lzo = ("import sys; sys.modules['lzo'] = None;"
+                   " from vgfs.cli import main; sys.exit(main())")
+    proc = subprocess.run([sys.executable, "-c", without_lzo, "build", str(RELEASE), "-o",
+                           str(tmp_path / "refused"), "--images", str(image), "--quiet"],
+                          capture_output=True, text=True, timeout=60)
+    assert (proc.returncode, proc.stderr) == (1, f"vgfs: error: {sentence}\n")
+    # Built where python-lzo is, served where it is not: the read that the mount turns into EIO
+    # and a log line fails with the same sentence.
+    build_dataset(RELEASE, tmp_path / "dataset", [str(image)], show_progress=False)
+    monkeypatch.setitem(sys.modules, "lzo", None)
+    with open_dataset(tmp_path / "dataset") as ds, pytest.raises(VGFSError) as err:
+        ds.jpeg(1)
+    assert str(err.value) == sentence
 
 
 # -- hardening ----------------------------------------------------------------------------

@@ -154,3 +154,30 @@ def readme_text(manifest: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def compose_graph(image_id: int, attributes: dict[str, Any] | None,
+                  objects: dict[str, Any] | None,
+                  relationships: dict[str, Any] | None) -> dict[str, Any] | None:
+    """An image's graph.json in the scene_graphs.json format, for a release without that file:
+    composed from the image's attributes.json, objects.json and relationships.json entries
+    (None where a file has none). None when it has none of them."""
+    if attributes is None and objects is None and relationships is None:
+        return None
+    if attributes is not None:
+        nodes = attributes["attributes"]  # the objects again, with their attributes
+    elif objects is not None:
+        nodes = objects["objects"]
+    else:
+        nodes = []
+    edges = []
+    for r in (relationships or {}).get("relationships", []):
+        flat = {k: r[k] for k in ("relationship_id", "id", "predicate", "synsets") if k in r}
+        for end in ("subject", "object"):
+            endpoint = r.get(end)
+            if isinstance(endpoint, dict):
+                oid = endpoint.get("object_id", endpoint.get("id"))
+                if oid is not None:
+                    flat[end + "_id"] = oid
+        edges.append(flat)
+    return {"image_id": image_id, "objects": nodes, "relationships": edges}

@@ -60,3 +60,8 @@ def progress(desc: str, total: float | None = None, unit: str = "it",
         yield bar
     finally:
         bar.close()
+
+
+def warn(msg: str) -> None:
+    """A line on stderr that the long work goes on despite something the user should know."""
+    print(f"warning: {msg}", file=sys.stderr, flush=True)

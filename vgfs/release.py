@@ -10,9 +10,11 @@ import codecs
 import hashlib
 import io
 import json
+import os
 import re
 import zipfile
 import zlib
+from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +23,7 @@ from typing import IO, Any, NamedTuple
 import ijson
 
 from vgfs.errors import VGFSError
-from vgfs.schema import PER_IMAGE, WHOLE_FILES
+from vgfs.schema import IMAGE_DIRS, IMAGE_ZIPS, JPEG_NAME, PER_IMAGE, WHOLE_FILES
 
 READ_SIZE = 1 << 20
 # A zip member may expand at most this many times its compressed size (JSON: about 10x).
@@ -456,3 +458,91 @@ def _first_line(e: Exception) -> str:
     arg = e.args[0] if len(e.args) == 1 else None
     text = arg.decode("utf-8", "replace") if isinstance(arg, bytes) else str(e)
     return re.sub(r"\s+", " ", text).strip()[:200]
+
+
+# --- the release's JPEGs ---------------------------------------------------------------------
+
+@dataclass
+class ImageSources:
+    """Where the JPEGs are: folders and zips of <image_id>.jpg files, or one existing SquashFS
+    image, which is indexed in place and so cannot be combined with them."""
+
+    folders: list[Path] = field(default_factory=list)
+    zips: list[Path] = field(default_factory=list)
+    sqfs: Path | None = None
+
+
+def find_images(release: Path, paths: list[Path]) -> ImageSources:
+    """Sort the given image paths, by default the release's own, into folders, zips and an
+    existing image."""
+    found = ImageSources()
+    for p in paths or _default_image_paths(release):
+        if p.is_dir():
+            found.folders.append(p)
+        elif p.is_file() and p.suffix == ".zip":
+            found.zips.append(p)
+        elif p.is_file() and p.suffix in (".sqfs", ".squashfs", ".img"):
+            if found.sqfs is not None:
+                raise VGFSError(f"{p}: only one existing SquashFS image can be indexed")
+            found.sqfs = p
+        else:
+            raise VGFSError(f"{p}: not an image folder, zip or SquashFS image")
+    if found.sqfs is not None and (found.folders or found.zips):
+        raise VGFSError(f"{found.sqfs}: an existing SquashFS image cannot be combined with"
+                        " image folders or zips; give one or the other")
+    return found
+
+
+def _default_image_paths(release: Path) -> list[Path]:
+    """VG_100K and VG_100K_2 in the release or up to two folders below it, the image zips and
+    any SquashFS image beside the JSON files."""
+    paths: list[Path] = []
+    for root, dirs, _ in os.walk(release):
+        depth = Path(root).relative_to(release).parts
+        paths += [Path(root) / d for d in sorted(dirs) if d in IMAGE_DIRS]
+        dirs[:] = [d for d in sorted(dirs) if d not in IMAGE_DIRS and len(depth) < 2]
+    paths += [release / z for z in IMAGE_ZIPS if (release / z).is_file()]
+    return paths + sorted(release.glob("*.sqfs"))
+
+
+def folder_jpegs(folder: Path) -> array[int]:
+    """The sorted ids of an images folder, which must hold only files named <id>.jpg."""
+    ids = array("Q")
+    with os.scandir(folder) as it:
+        for e in it:
+            label = os.path.join(folder, e.name)
+            if e.is_symlink():
+                raise VGFSError(f"{label}: is a symbolic link; the images folder must hold the"
+                                " JPEG files themselves")
+            if not e.is_file(follow_symlinks=False):
+                raise VGFSError(f"{label}: unexpected entry in the images folder; it must hold"
+                                " only files named <image_id>.jpg")
+            m = JPEG_NAME.fullmatch(e.name)
+            if m is None:
+                raise VGFSError(f"{label}: not named <image_id>.jpg; every file in an images"
+                                " folder must be a JPEG named by its image id")
+            ids.append(int(m[1]))
+    return array("Q", sorted(ids))
+
+
+def zip_jpegs(zpath: Path) -> Iterator[tuple[int, str]]:
+    """The (image id, member name) of an images zip's JPEGs: members named <id>.jpg, under any
+    folder; macOS's resource forks are passed over."""
+    try:
+        with zipfile.ZipFile(zpath) as zf:
+            infos = zf.infolist()
+    except (OSError, zipfile.BadZipFile) as e:
+        raise VGFSError(f"{zpath}: not a readable zip file ({e})") from e
+    for info in infos:
+        base = info.filename.rsplit("/", 1)[-1]
+        if info.is_dir() or not base.lower().endswith(".jpg") \
+                or info.filename.startswith("__MACOSX/"):
+            continue
+        m = JPEG_NAME.fullmatch(base)
+        if m is None:
+            raise VGFSError(f"{zpath}:{info.filename}: not named <image_id>.jpg")
+        if info.compress_size and info.file_size / info.compress_size > MAX_ZIP_RATIO:
+            raise VGFSError(f"{zpath}:{info.filename}: expands"
+                            f" {info.file_size // info.compress_size} times, refusing a likely"
+                            " zip bomb")
+        yield int(m[1]), info.filename

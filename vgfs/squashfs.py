@@ -10,13 +10,14 @@ or an unbounded allocation.
 from __future__ import annotations
 
 import errno
+import importlib
 import lzma
 import os
 import struct
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from types import TracebackType
+from types import ModuleType, TracebackType
 from typing import NamedTuple
 
 from vgfs.cache import LRUCache
@@ -109,7 +110,7 @@ class FileEntry:
 def _decompressor(name: str) -> Callable[[bytes, int], bytes]:
     """Return f(data, limit) giving at most limit + 1 bytes, so callers can spot oversize output.
 
-    Raises ImportError naming the package to install when the compressor's module is missing.
+    Raises ImportError naming what to install when the compressor's module is missing.
     """
     if name == "gzip":
 
@@ -133,10 +134,7 @@ def _decompressor(name: str) -> Callable[[bytes, int], bytes]:
 
         return xz
     if name == "zstd":
-        try:
-            import zstandard
-        except ImportError:
-            raise ImportError("zstandard") from None
+        zstandard = _import("zstandard", "the Python package 'zstandard'")
 
         def zstd(data: bytes, limit: int) -> bytes:
             # A frame that declares its size is decoded into a buffer of that size, whatever
@@ -147,16 +145,18 @@ def _decompressor(name: str) -> Callable[[bytes, int], bytes]:
 
         return zstd
     if name == "lz4":
-        try:
-            import lz4.block
-        except ImportError:
-            raise ImportError("lz4") from None
-        return lambda data, limit: lz4.block.decompress(data, uncompressed_size=limit + 1)
-    try:
-        import lzo
-    except ImportError:
-        raise ImportError("python-lzo") from None
+        lz4_block = _import("lz4.block", "the Python package 'lz4'")
+        return lambda data, limit: lz4_block.decompress(data, uncompressed_size=limit + 1)
+    lzo = _import("lzo", "vgfs[lzo] (pip install 'vgfs[lzo]')")  # an extra: see pyproject.toml
     return lambda data, limit: lzo.decompress(data, False, limit + 1)
+
+
+def _import(module: str, what: str) -> ModuleType:
+    """Import a compressor's module, or raise ImportError naming what to install for it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ImportError(what) from None
 
 
 class _Cursor:
@@ -257,16 +257,20 @@ class SquashFSImage:
         except ImportError as e:
             raise SquashFSError(
                 f"SquashFS image {self._path} uses {self.compressor} compression; "
-                f"install the Python package '{e.args[0]}' to read it."
+                f"install {e.args[0]} to read it."
             ) from None
+        self._fragment_count = sb.fragments
+        self._fragment_index = self._read_fragment_index(sb)
+
+    def _read_fragment_index(self, sb: _Superblock) -> tuple[int, ...]:
+        """Where each metadata block of the fragment table starts."""
         fragments = sb.fragments
-        self._fragment_count = fragments
-        self._fragment_index: tuple[int, ...] = ()
-        if fragments:
-            n = -(-fragments // (_META_SIZE // _FRAGMENT.size))
-            if sb.fragment_table == _NO_TABLE or sb.fragment_table + 8 * n > sb.bytes_used:
-                raise self._corrupt(f"its fragment table cannot hold {fragments} fragments")
-            self._fragment_index = struct.unpack(f"<{n}Q", self._pread(sb.fragment_table, 8 * n))
+        if not fragments:
+            return ()
+        n = -(-fragments // (_META_SIZE // _FRAGMENT.size))
+        if sb.fragment_table == _NO_TABLE or sb.fragment_table + 8 * n > sb.bytes_used:
+            raise self._corrupt(f"its fragment table cannot hold {fragments} fragments")
+        return struct.unpack(f"<{n}Q", self._pread(sb.fragment_table, 8 * n))
 
     # -- errors and raw I/O -------------------------------------------------------------
 
@@ -289,7 +293,7 @@ class SquashFSImage:
     def _inflate(self, data: bytes, limit: int, where: str) -> bytes:
         try:
             out = self._decompress(data, limit)
-        except Exception:  # each compressor has its own error types (and wordy messages)
+        except Exception:  # noqa: BLE001 - each compressor has its own error types
             raise self._corrupt(f"{where} is not valid {self.compressor} data") from None
         if len(out) > limit:
             raise self._corrupt(f"{where} decompresses to more than {limit} bytes")

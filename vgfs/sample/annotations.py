@@ -159,25 +159,22 @@ def _style(r: Rand, text: str) -> str:
     return text + "." if u < 0.15 else text
 
 
+# Region phrases, each taken while r() is below its bound; above the last, a sign's words.
+_PHRASES = ((0.25, "{a} {n1}"), (0.5, "{n1} {p} {n2}"), (0.65, "the {n1} is {a}"),
+            (0.8, "a {a} {n1} {p} the {n2}"), (0.9, "{n1} in the picture"),
+            (0.96, "the man's {n2}"))
+
+
 def _phrase(r: Rand, names: list[str]) -> str:
     """A region description about objects of the image."""
     n1, n2 = names[int(r() * len(names))], names[int(r() * len(names))]
     a, p = ATTR.names[pick(r, ATTR)], PRED.names[pick(r, PRED)]
     t = r()
-    if t < 0.25:
-        text = f"{a} {n1}"
-    elif t < 0.5:
-        text = f"{n1} {p} {n2}"
-    elif t < 0.65:
-        text = f"the {n1} is {a}"
-    elif t < 0.8:
-        text = f"a {a} {n1} {p} the {n2}"
-    elif t < 0.9:
-        text = f"{n1} in the picture"
-    elif t < 0.96:
-        text = f"the man's {n2}"
-    else:
+    template = next((form for upto, form in _PHRASES if t < upto), None)
+    if template is None:
         text = f'sign that says "{SIGN_WORDS[int(r() * len(SIGN_WORDS))]}"'
+    else:
+        text = template.format(a=a, p=p, n1=n1, n2=n2)
     return _style(r, text)
 
 

@@ -1,0 +1,178 @@
+"""Official release + JPEGs -> dataset folder (LMDB + SquashFS + manifest), atomically.
+
+The build writes everything into a hidden folder beside the target and renames it into place
+only when it is complete, so a failed or killed build never leaves a half dataset behind.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import lmdb
+import orjson
+
+from vgfs import __version__
+from vgfs.build.annotations import store_annotations, store_whole_files
+from vgfs.build.jpegs import store_images
+from vgfs.build.postings import Postings
+from vgfs.build.sizes import store_dirs
+from vgfs.build.writer import Writer
+from vgfs.errors import VGFSError
+from vgfs.layout import FORMAT
+from vgfs.release import find_sources
+
+
+def build(release: str | os.PathLike, out: str | os.PathLike, images: list[str] | None = None,
+          force: bool = False, show_progress: bool = True) -> dict[str, Any]:
+    """Build the dataset folder `out` from the release folder; return its manifest."""
+    release, out = Path(release), Path(out).absolute()
+    if out.exists() and not force:
+        raise VGFSError(f"{out}: already exists; pass --force to replace it")
+    if not out.parent.is_dir():
+        raise VGFSError(f"{out.parent}: output's parent folder does not exist")
+    _remove_stale_temps(out)
+    tmp = out.parent / f".{out.name}.building-{os.getpid()}"
+    with _cleanup_on_failure(tmp):
+        tmp.mkdir()
+        manifest = _build_into(release, tmp, [Path(p) for p in images or []], show_progress)
+        _replace(tmp, out)
+    return manifest
+
+
+def _build_into(release: Path, tmp: Path, image_paths: list[Path],
+                show: bool) -> dict[str, Any]:
+    """Run the phases into the folder `tmp`, each fed the results of those before it, and
+    write the manifest."""
+    sources = find_sources(release)
+    writer = Writer(tmp / "annotations.lmdb")
+    phases = _Phases(writer)
+    with phases.timed("annotations"):
+        postings = Postings(tmp / "postings", sources)
+        kinds, sizes, digests = store_annotations(writer, sources, postings.add, show)
+    with phases.timed("query views"):
+        views = postings.store(writer)
+    # Indexing runs inside the annotation pass: report its share there too.
+    phases.records[-1]["indexing_during_annotations_s"] = round(postings.seconds, 2)
+    with phases.timed("whole files"):
+        whole = store_whole_files(writer, sources)
+    digests.update({"file:" + name: sources[name].sha256 for name in whole})
+    with phases.timed("images"):
+        images = store_images(writer, release, image_paths, sizes, tmp, show)
+    if images.digest is not None:
+        digests["jpegs"] = images.digest
+    with phases.timed("directories"):
+        store_dirs(writer, sizes, images.sizes)
+    writer.close()
+    manifest = {
+        "format": FORMAT,
+        "tool": f"vgfs {__version__}",
+        "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "release": str(release.absolute()),
+        "sources": {s.name: {"file": s.label, "version": s.version, "size": s.size,
+                             "sha256": s.sha256, "entries": s.entries}
+                    for s in sources.values()},
+        "kinds": kinds,
+        "whole_files": whole,
+        "views": views,
+        "images": images.record,
+        "counts": images.counts,
+        "checksums": digests,
+        "phases": phases.records,
+    }
+    data = orjson.dumps(manifest, option=orjson.OPT_INDENT_2) + b"\n"
+    with open(tmp / "manifest.json", "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    return manifest
+
+
+class _Phases:
+    """Each phase's seconds and the peak RSS reached by its end, for the manifest."""
+
+    def __init__(self, writer: Writer) -> None:
+        self.writer = writer
+        self.records: list[dict[str, Any]] = []
+
+    @contextmanager
+    def timed(self, name: str) -> Iterator[None]:
+        start = time.monotonic()
+        yield
+        self.writer.remap()  # drop the map's pages the phase touched
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        self.records.append({"phase": name, "seconds": round(time.monotonic() - start, 2),
+                             "peak_rss_mb": round(peak_mb, 1)})
+
+
+@contextmanager
+def _cleanup_on_failure(tmp: Path) -> Iterator[None]:
+    """Remove the temporary folder on any failure, SIGTERM and Ctrl-C included."""
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        where = e.filename or tmp
+        raise VGFSError(f"{where}: {e.strerror or e}") from e
+    except lmdb.MapFullError as e:  # pragma: no cover - map size is 1 TiB
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise VGFSError(f"{tmp}: annotation database is full") from e
+    except lmdb.Error as e:
+        full = _full_hint(tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise VGFSError(f"{tmp / 'annotations.lmdb'}: {e}{full}") from e
+    except VGFSError as e:
+        full = _full_hint(tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not full:
+            raise
+        raise VGFSError(f"{e}{full}") from e
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _full_hint(tmp: Path) -> str:
+    """LMDB and mksquashfs report a full device as EIO or a failed write: say what it was."""
+    try:
+        st = os.statvfs(tmp)
+    except OSError:
+        return ""
+    return "; no space left on the device" if st.f_bavail * st.f_frsize < (1 << 20) else ""
+
+
+def _remove_stale_temps(out: Path) -> None:
+    """Delete temporary folders left by builds of `out` that were killed (their pid is gone)."""
+    for old in out.parent.glob(f".{out.name}.building-*"):
+        pid = old.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _replace(tmp: Path, out: Path) -> None:
+    """Rename the finished build into place; an existing dataset goes only after that worked."""
+    if out.exists():
+        trash = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.rename(out, trash)
+        os.rename(tmp, out)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.rename(tmp, out)
+    fd = os.open(out.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
