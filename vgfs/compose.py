@@ -13,11 +13,22 @@ The build stores only their sizes; the mount composes them on demand and caches 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
 Buffer = bytes | memoryview
+# An image's entry of a kind, or None: what both the build and the mount compose from.
+Entries = Callable[[str], "Buffer | None"]
+
+
+def graph_of(image_id: int, entry: Entries, stored: bool) -> Buffer | None:
+    """graph.json: the scene_graphs.json entry when the release has that file (`stored`),
+    else composed."""
+    if stored:
+        return entry("graph")
+    return graph(image_id, entry("attributes"), entry("objects"), entry("relationships"))
 
 
 def graph(image_id: int, attributes: Buffer | None, objects: Buffer | None,

@@ -18,18 +18,17 @@ from typing import Any
 
 import lmdb
 import orjson
-import zstandard
 
 from vgfs import compose, query
 from vgfs.cache import LRUCache
 from vgfs.errors import VGFSError
+from vgfs.frames import Frames
 from vgfs.layout import (
     ABSENT,
     DB_NAMES,
     DUPSORT,
     FILE_INFO,
     FORMAT,
-    FRAME,
     ID,
     JPEG_INDEX,
     KINDS,
@@ -37,7 +36,6 @@ from vgfs.layout import (
     VIEW_FILE_PREFIX,
     ImageRecord,
     JpegIndex,
-    frame_key,
 )
 from vgfs.squashfs import SquashFSError, SquashFSImage
 
@@ -103,11 +101,13 @@ class Dataset:
                            for k, v in self._txn().cursor(db=self.dbs["strays"])}
         except lmdb.Error as e:
             raise VGFSError(f"{lmdb_path}: cannot open the annotation database: {e}") from e
+        self._frames = Frames(lambda key: self._txn().get(key, db=self.dbs["frames"]),
+                              self.cache, self._file_name)
         kinds = self.manifest["kinds"]
         self.kinds = tuple(k for k in KINDS if k in kinds)
         # Each stored kind's source file, by number: a kind's ranges are offsets into it.
-        self._kind_file = {k: self.files[kinds[k]["file"]][0] for k in self.kinds
-                           if kinds[k].get("file") in self.files}
+        self._kind_file = {k: self.files[kinds[k]["source"]][0] for k in self.kinds
+                           if kinds[k]["source"] in self.files}
         self._image_path = self.manifest["images"].get("path")
         self._image: SquashFSImage | None = None
         self._image_fd = -1
@@ -185,38 +185,8 @@ class Dataset:
         return self.range(file_no, off, min(size, total - off))
 
     def range(self, file_no: int, off: int, size: int) -> Buffer:
-        """`size` bytes of file `file_no` from `off`: zero-copy inside one frame."""
-        if size <= 0:
-            return b""
-        first, last = off // FRAME, (off + size - 1) // FRAME
-        start = off - first * FRAME
-        if first == last:
-            return memoryview(self._frame(file_no, first))[start:start + size]
-        data = b"".join(self._frame(file_no, f) for f in range(first, last + 1))
-        return memoryview(data)[start:start + size]
-
-    def _frame(self, file_no: int, frame: int) -> bytes:
-        key = (file_no, frame)
-        data = self.cache.get(key)
-        if data is None:
-            raw = self._txn().get(frame_key(file_no, frame), db=self.dbs["frames"])
-            if raw is None:
-                raise VGFSError(f"{self._file_name(file_no)}: frame {frame} is missing from"
-                                " the annotation database")
-            try:
-                data = self._decompressor().decompress(raw)
-            except zstandard.ZstdError as e:
-                raise VGFSError(f"{self._file_name(file_no)}: frame {frame} is damaged in the"
-                                f" annotation database ({e})") from None
-            self.cache.put(key, data)
-        return data
-
-    def _decompressor(self) -> zstandard.ZstdDecompressor:
-        """One per thread: a zstd context is not safe to share."""
-        dctx = getattr(self._local, "dctx", None)
-        if dctx is None:
-            dctx = self._local.dctx = zstandard.ZstdDecompressor()
-        return dctx
+        """`size` bytes of file `file_no` from `off` (frames.Frames.range)."""
+        return self._frames.range(file_no, off, size)
 
     def _file_name(self, file_no: int) -> str:
         return next((p.lstrip(VIEW_FILE_PREFIX) for p, (n, _) in self.files.items()
@@ -284,10 +254,8 @@ class Dataset:
 
     def graph_bytes(self, image_id: int) -> Buffer | None:
         """graph.json's bytes: the scene_graphs.json entry, or composed without that file."""
-        if "graph" in self._kind_file:
-            return self.entry_bytes("graph", image_id)
-        return compose.graph(image_id, *(self.entry_bytes(k, image_id)
-                                         for k in ("attributes", "objects", "relationships")))
+        return compose.graph_of(image_id, lambda kind: self.entry_bytes(kind, image_id),
+                                "graph" in self._kind_file)
 
     def by_id_bytes(self, image_id: int) -> bytes | None:
         """by-id/<id>.json's bytes (compose.by_id)."""

@@ -32,6 +32,8 @@ WHOLE_FILES = (
 # The release's JPEG folders and zips.
 IMAGE_DIRS = ("VG_100K", "VG_100K_2")
 IMAGE_ZIPS = ("images.zip", "images2.zip")
+# Folder names the build takes for JPEG folders: the two parts, and DenseCap's flat folder.
+JPEG_FOLDERS = (*IMAGE_DIRS, "images")
 # A canonical image id: decimal, no sign, no leading zeros, no spaces, at most 18 digits.
 CANONICAL_ID = "0|[1-9][0-9]{0,17}"
 JPEG_NAME = re.compile(rf"({CANONICAL_ID})\.jpg")

@@ -61,8 +61,8 @@ def _problems(ds: Dataset, progress: Callable[[int], object]) -> Iterator[str]:
 
 def _bad_ranges(ds: Dataset) -> Iterator[str]:
     """Every image's entries lie inside their source files."""
-    sizes = {kind: ds.files[ds.manifest["kinds"][kind]["file"]][1] for kind in ds.kinds
-             if ds.manifest["kinds"][kind].get("file") in ds.files}
+    sources = {kind: ds.manifest["kinds"][kind]["source"] for kind in ds.kinds}
+    sizes = {kind: ds.files[path][1] for kind, path in sources.items() if path in ds.files}
     for image_id in ds.image_ids():
         record = ds.image(image_id)
         for kind, (offset, length) in zip(KINDS, record.ranges, strict=True):

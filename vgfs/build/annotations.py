@@ -1,118 +1,117 @@
-"""The release's annotation files into LMDB: each per-image file's entries under their image id,
-a graph composed where there is no scene_graphs.json, and the whole-dataset files as released."""
+"""The release's files into the dataset, once each, in their own bytes: every per-image file is
+stored whole while each entry's range is noted for its image; then the sizes of the files
+composed from those ranges (graph.json without scene_graphs.json, by-id/); then every other
+file of the release folder."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from typing import Any
 
-import orjson
-from isal.isal_zlib import crc32
-
-from vgfs.build.sizes import Sizes
-from vgfs.build.writer import COMMIT_EVERY, Writer
-from vgfs.contents import compose_graph
+from vgfs import compose
+from vgfs.build.table import ImageTable
+from vgfs.build.writer import Writer
 from vgfs.errors import VGFSError
-from vgfs.layout import ID, KINDS, sum_key
+from vgfs.layout import ABSENT, KINDS
 from vgfs.progress import progress, warn
-from vgfs.release import Source, stream_entries, stream_whole
-from vgfs.schema import PER_IMAGE, WHOLE_FILES
+from vgfs.release import Source
+from vgfs.schema import PER_IMAGE
+from vgfs.stream import stream_entries, stream_whole
 
 # Called with (kind, image id, entry) for each entry of an image of image_data.json.
 Index = Callable[[str, int, dict[str, Any]], object]
 
 
 def store_annotations(writer: Writer, sources: dict[str, Source], index: Index,
-                      show: bool) -> tuple[dict[str, dict[str, Any]], Sizes, dict[str, str]]:
-    """Store every per-image file of the release; return each kind's manifest record, the
-    images with their files' sizes, and each kind's checksum."""
-    sizes = Sizes()
+                      show: bool) -> tuple[dict[str, dict[str, Any]], ImageTable]:
+    """Store every per-image file of the release; return each kind's manifest record and the
+    images' table with their entries' ranges."""
+    table = ImageTable()
     kinds: dict[str, dict[str, Any]] = {}
-    digests: dict[str, str] = {}
     for kind in KINDS:
         src = sources.get(PER_IMAGE[kind][0] + ".json")
         if src is not None:
-            kinds[kind], digests[kind] = _store_kind(writer, kind, src, sizes, index, show)
-    if "graph" not in kinds and {"objects", "attributes", "relationships"} & kinds.keys():
-        kinds["graph"], digests["graph"] = _compose_graphs(writer, kinds, sizes, show)
-    return kinds, sizes, digests
+            kinds[kind] = _store_kind(writer, kind, src, table, index, show)
+    return kinds, table
 
 
-def _store_kind(writer: Writer, kind: str, src: Source, sizes: Sizes, index: Index,
-                show: bool) -> tuple[dict[str, Any], str]:
-    """One per-image file; image_data.json (the first) makes the rows of `sizes`."""
-    unknown: list[int] = []
-    known = 0
-    digest = hashlib.sha256()
-    with writer.batch() as batch, progress(src.name, src.size_hint(), "B", show) as bar:
-        for image_id, entry, data in stream_entries(src, kind, bar.update):
-            key = ID.pack(image_id)
-            if not batch.put(kind, key, data, overwrite=False):
-                raise VGFSError(f"{src.label}: image id {image_id} appears twice")
-            row = sizes.add(image_id) if kind == "meta" else sizes.index(image_id)
+def _store_kind(writer: Writer, kind: str, src: Source, table: ImageTable, index: Index,
+                show: bool) -> dict[str, Any]:
+    """One per-image file; image_data.json (the first) makes the rows of `table`."""
+    unknown: set[int] = set()
+    known = attributes = 0
+    with writer.stored_file(src.name) as out, \
+            progress(src.name, src.size_hint(), "B", show) as bar:
+        for entry in stream_entries(src, kind, bar.update, out.write):
+            row = table.add(entry.image_id) if kind == "meta" else table.index(entry.image_id)
             if row is None:
-                unknown.append(image_id)
+                if entry.image_id in unknown:
+                    raise VGFSError(f"{src.label}: image id {entry.image_id} appears twice")
+                unknown.add(entry.image_id)
             else:
+                if table.length(row, kind) != ABSENT:
+                    raise VGFSError(f"{src.label}: image id {entry.image_id} appears twice")
                 known += 1
-                sizes.set(row, kind, len(data))
-                index(kind, image_id, entry)
-            batch.put("sums", sum_key(kind, image_id), _crc(data))
-            digest.update(key)
-            digest.update(data)
-            batch.done()
+                table.set_range(row, kind, entry.offset, entry.length)
+                index(kind, entry.image_id, entry.value)
+            if kind == "attributes":  # the driver numbers attributes across the whole file
+                if row is not None:
+                    table.set(row, "attr_base", attributes)
+                attributes += len(entry.value.get("attributes") or ())
     if kind == "meta":
-        sizes.freeze()
-    missing = len(sizes) - known
+        table.freeze()
+        twice = next((a for a, b in zip(table.ids, table.ids[1:], strict=False) if a == b), None)
+        if twice is not None:
+            raise VGFSError(f"{src.label}: image id {twice} appears twice")
+    missing = len(table) - known
     if unknown:
         warn(f"{src.label}: {len(unknown)} entries for image ids not in image_data.json"
-             f" (first: {unknown[:5]}); stored, but not shown in the mount")
+             f" (first: {sorted(unknown)[:5]}); kept in the file, but no image shows them")
     if missing:
         warn(f"{src.label}: no entry for {missing} images of image_data.json")
     return {"source": src.name, "version": src.version, "entries": known + len(unknown),
-            "unknown_ids": len(unknown), "missing_images": missing}, digest.hexdigest()
+            "unknown_ids": len(unknown), "missing_images": missing}
 
 
-def _compose_graphs(writer: Writer, kinds: dict[str, dict[str, Any]], sizes: Sizes,
-                    show: bool) -> tuple[dict[str, Any], str]:
-    """scene_graphs.json is absent: compose each image's graph from the other sources."""
-    digest = hashlib.sha256()
-    used = ("attributes", "objects", "relationships")
-    n = 0
-    with writer.batch(COMMIT_EVERY, COMMIT_EVERY) as batch, \
-            progress("graph.json (composed)", len(sizes), "img", show) as bar:
-        for row, image_id in enumerate(sizes.ids):
-            key = ID.pack(image_id)
-            graph = compose_graph(image_id, *(_load(batch.get(k, key)) for k in used))
+def store_composed(writer: Writer, kinds: dict[str, dict[str, Any]], table: ImageTable,
+                   show: bool) -> dict[str, Any] | None:
+    """The size of each image's graph.json (composed when the release has no
+    scene_graphs.json) and by-id/<id>.json, made here exactly as the mount makes them; returns
+    the composed graph's manifest record, None when the release has scene_graphs.json."""
+    stored = "graph" in kinds
+    file_of = {kind: writer.file_no(kinds[kind]["source"]) for kind in kinds}
+    used = [k for k in ("attributes", "objects", "relationships") if k in kinds]
+    if not stored and not used:
+        return None
+    graphs = 0
+    with writer.reading() as frames, progress("graph.json, by-id", len(table), "img",
+                                              show) as bar:
+        for row, image_id in enumerate(table.ids):
+            record = table.record(row)
+
+            def entry(kind: str, record: Any = record) -> compose.Buffer | None:
+                offset, length = record.ranges[KINDS.index(kind)]
+                if kind not in file_of or length == ABSENT:
+                    return None
+                return frames.range(file_of[kind], offset, length)
+
+            graph = compose.graph_of(image_id, entry, stored)
             if graph is not None:
-                data = orjson.dumps(graph)
-                batch.put("graph", key, data)
-                batch.put("sums", sum_key("graph", image_id), _crc(data))
-                digest.update(key + data)
-                sizes.set(row, "graph", len(data))
-                n += 1
+                graphs += 1
+                table.set(row, "graph_size", len(graph))
+                by_id = compose.by_id(graph, entry("attributes"), record.attr_base)
+                table.set(row, "by_id_size", len(by_id))
             bar.update()
-            batch.done()
-    source = "composed from " + ", ".join(k for k in used if k in kinds)
-    return {"source": source, "version": "composed", "entries": n, "unknown_ids": 0,
-            "missing_images": len(sizes) - n}, digest.hexdigest()
+    if stored:
+        return None
+    return {"source": "composed from " + ", ".join(used), "version": "composed",
+            "entries": graphs, "unknown_ids": 0, "missing_images": len(table) - graphs}
 
 
-def store_whole_files(writer: Writer, sources: dict[str, Source]) -> list[str]:
-    """Store the release's whole-dataset files as released; return their names."""
-    stored = []
-    for name in WHOLE_FILES:
-        src = sources.get(name)
-        if src is not None:
-            with writer.whole_file(name) as out:
-                stream_whole(src, out.write)
-            stored.append(name)
-    return stored
-
-
-def _load(raw: bytes | None) -> Any:
-    return None if raw is None else orjson.loads(raw)
-
-
-def _crc(data: bytes) -> bytes:
-    return crc32(data).to_bytes(4, "big")
+def store_files(writer: Writer, files: list[Source], show: bool) -> None:
+    """Every other file of the release folder, as it is; the known ones are checked as they
+    pass (well-formed JSON, UTF-8 alias files)."""
+    with progress("other files", sum(src.size_hint() for src in files), "B", show) as bar:
+        for src in files:
+            with writer.stored_file(src.name) as out:
+                stream_whole(src, out.write, bar.update)

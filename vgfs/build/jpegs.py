@@ -1,5 +1,11 @@
-"""The JPEG pipeline: the release's JPEGs packed into images.sqfs with mksquashfs, or a site's
-existing image taken as it is, and each JPEG's extent and checksums indexed in `jpegs`."""
+"""The JPEG pipeline: the release's JPEG folders and zips packed into images.sqfs with
+mksquashfs, or a site's existing image taken as it is; each image's JPEG indexed in `jpegs`
+(and `part2` for those of VG_100K_2), and every other file of the JPEG folders in `strays`, to
+be served where it was (DESIGN §2.3).
+
+`survey` runs before the annotation pass, so that a problem with the JPEG folders shows at
+once; `store_images` runs after it, when the set of images is known.
+"""
 
 from __future__ import annotations
 
@@ -9,30 +15,41 @@ import shutil
 import subprocess
 import sys
 import zipfile
-from array import array
-from bisect import bisect_left
-from collections.abc import Callable
-from dataclasses import dataclass
-from itertools import pairwise
+import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from isal.isal_zlib import crc32
 
-from vgfs.build.sizes import Sizes, size_field
+from vgfs.build.table import ImageTable
 from vgfs.build.writer import Writer
 from vgfs.errors import VGFSError
-from vgfs.layout import ABSENT, ID, JPEG_INDEX
+from vgfs.layout import ID, JPEG_INDEX
 from vgfs.progress import progress, warn
-from vgfs.release import ImageSources, find_images, folder_jpegs, zip_jpegs
-from vgfs.schema import JPEG_NAME
+from vgfs.release import ImageSources, find_images, folder_files, part_of, zip_files
+from vgfs.schema import IMAGE_DIRS, JPEG_NAME
 from vgfs.squashfs import FileEntry, SquashFSError, SquashFSImage
+from vgfs.tree import MAX_IMAGE_ID
 
 # -no-duplicates: comparing every file with every other costs 4x the packing time and a
 # quarter of mksquashfs's memory, to save the odd duplicate JPEG.
 MKSQUASHFS_OPTS = ("-noD", "-no-fragments", "-no-sparse", "-no-duplicates", "-noappend",
                    "-no-xattrs", "-all-root", "-mem", "256M")
 READ_CHUNK = 1 << 20
+_JPEG_MAGIC = b"\xff\xd8\xff"  # every JPEG starts with SOI and a marker
+
+
+@dataclass
+class Survey:
+    """The JPEG sources, and where each file of theirs will sit in the image."""
+
+    found: ImageSources
+    # The image's top-level folders, each with the mount's JPEG folder for its files.
+    parts: dict[str, str] = field(default_factory=dict)
+    # Each <id>.jpg's source, to find two of one id; a folder's, to check the packed bytes.
+    sources: dict[int, str] = field(default_factory=dict)
+    files: dict[int, Path] = field(default_factory=dict)
 
 
 @dataclass
@@ -41,108 +58,121 @@ class Images:
 
     record: dict[str, Any]  # the manifest's "images"
     counts: dict[str, int]  # the manifest's "counts"
-    digest: str | None  # the index's checksum; None when there was no image to index
-    sizes: array[int]  # each image's JPEG size (ABSENT where it has none), by row of Sizes
 
 
-def store_images(writer: Writer, release: Path, paths: list[Path], table: Sizes, tmp: Path,
-                 show: bool) -> Images:
-    """Find the JPEGs (`paths`, by default the release's), pack them into `tmp`/images.sqfs or
-    take an existing image, and index them for the images of image_data.json (`table`)."""
+def survey(release: Path, paths: list[Path], show: bool) -> Survey:
+    """Find the JPEG sources (`paths`, by default the release's) and list their files: two
+    JPEGs of one image are an error; anything else is reported, and later served as it is."""
     found = find_images(release, paths)
+    out = Survey(found)
+    skipped: list[str] = []
+    for folder in found.folders:
+        _add_folder(out, folder.resolve().name, part_of(folder.name))
+        names, cannot = folder_files(folder)
+        skipped += cannot
+        for name in names:
+            image_id = _note(out, name, str(folder / name))
+            if image_id is not None:
+                out.files[image_id] = folder / name
+    for zpath in found.zips:
+        for part, name, member in zip_files(zpath):
+            _note(out, name, f"{zpath}:{member}")
+            out.parts.setdefault(_zip_folder(zpath, part), part)
+    if skipped:
+        warn(f"{len(skipped)} entries of the JPEG folders are folders or symbolic links, which"
+             f" are not served (first: {skipped[:3]})")
+    return out
+
+
+def _add_folder(out: Survey, name: str, part: str) -> None:
+    """A packed folder, by its name at the image's top, which mksquashfs takes from it."""
+    if name in out.parts:
+        raise VGFSError(f"two JPEG folders are named {name}; give them with --images under"
+                        " different names")
+    out.parts[name] = part
+
+
+def _note(out: Survey, name: str, where: str) -> int | None:
+    """Note a file named <id>.jpg; its id, or None for any other file."""
+    m = JPEG_NAME.fullmatch(name)
+    if m is None:
+        return None
+    image_id = int(m[1])
+    if image_id in out.sources:
+        raise VGFSError(f"{where}: image {image_id} also at {out.sources[image_id]}")
+    out.sources[image_id] = where
+    return image_id
+
+
+def _zip_folder(zpath: Path, part: str) -> str:
+    """The staging folder of a zip's files of one part: its name says the part."""
+    return f"{part}.{zpath.stem}"
+
+
+def store_images(writer: Writer, survey: Survey, table: ImageTable, tmp: Path,
+                 show: bool) -> Images:
+    """Pack the surveyed JPEGs into `tmp`/images.sqfs, or take the existing image, and index
+    every file for the images of image_data.json (`table`)."""
+    found = survey.found
     if found.sqfs is None:
-        image = _pack(writer, found, tmp / "staging", tmp / "images.sqfs", show)
+        image = _pack(survey, tmp / "staging", tmp / "images.sqfs", show)
         how: dict[str, Any] = {"built_with": "mksquashfs " + " ".join(MKSQUASHFS_OPTS)}
     else:
         image = found.sqfs.absolute()  # referenced in place, never copied
-        slow = _index_image(writer, image, None, show)
-        how = {"built_with": "existing image, indexed in place", "slow_path": slow}
-    counts, digest, sizes = _count(writer, table)
+        how = {"built_with": "existing image, indexed in place"}
+    counts = {"images": len(table), "jpegs": 0, "images_without_jpeg": len(table),
+              "unannotated_jpegs": 0, "other_files": 0}
     if image is None:
-        return Images({"path": None, "jpegs": 0}, counts, None, sizes)
+        if not found.sqfs:
+            warn("found no JPEG at all: the mount shows annotations only (give the JPEG"
+                 " folders, zips or a SquashFS image with --images)")
+        return Images({"path": None, "jpegs": 0}, counts)
+    counts |= _index(writer, image, survey, table, show)
+    if found.sqfs is None:
+        shutil.rmtree(tmp / "staging", ignore_errors=True)
     path = image.name if found.sqfs is None else str(image)  # ours sits in the dataset folder
     record = {"path": path, "jpegs": counts["jpegs"], "size": image.stat().st_size, **how}
-    return Images(record, counts, digest, sizes)
+    return Images(record, counts)
 
 
-def _pack(writer: Writer, found: ImageSources, stage: Path, image: Path,
-          show: bool) -> Path | None:
-    """Pack the folders' and the zips' JPEGs (these extracted into `stage`) into `image` and
-    index it; None, and no image, if there are no JPEGs."""
-    jpegs = _SourceJpegs()
-    for folder in found.folders:
-        jpegs.add(folder, folder_jpegs(folder))
-    for zpath in found.zips:
-        _extract_zip(zpath, jpegs, stage / f"zip{len(jpegs.folders)}", show)
-    if not len(jpegs):
+def _pack(survey: Survey, stage: Path, image: Path, show: bool) -> Path | None:
+    """Pack the folders and the zips' files (extracted into `stage`) into `image`; None, and no
+    image, if there is nothing to pack."""
+    # Resolved: given a symlink to a folder, mksquashfs would pack the link itself.
+    folders = [f.resolve() for f in survey.found.folders]
+    for zpath in survey.found.zips:
+        folders += _extract_zip(zpath, stage, show)
+    if not any(os.scandir(f) for f in folders):
         return None
-    _mksquashfs([folder for folder, _ in jpegs.folders], image, show)
-    # The check reads the extracted JPEGs, so the staging folder goes only after it.
-    _index_image(writer, image, jpegs, show)
-    shutil.rmtree(stage, ignore_errors=True)
+    _mksquashfs(folders, image, show)
     return image
 
 
-class _SourceJpegs:
-    """Where each source JPEG is, at 8 bytes an image: each folder with the sorted ids of its
-    <id>.jpg files. A dict of paths grew the build by ~200 bytes an image."""
-
-    def __init__(self) -> None:
-        self.folders: list[tuple[Path, array[int]]] = []
-
-    def __len__(self) -> int:
-        return sum(len(ids) for _, ids in self.folders)
-
-    def path(self, image_id: int) -> str | None:
-        for folder, ids in self.folders:
-            i = bisect_left(ids, image_id)
-            if i < len(ids) and ids[i] == image_id:
-                return os.path.join(folder, f"{image_id}.jpg")
-        return None
-
-    def add(self, folder: Path, ids: array[int],
-            source: Callable[[int], str] | None = None) -> None:
-        """Add a folder's sorted ids; an id already in another folder is an error, which names
-        the JPEG by `source(id)` (a zip's member, before it is extracted into `folder`)."""
-        for image_id in ids:
-            other = self.path(image_id)
-            if other is not None:
-                where = source(image_id) if source else folder / f"{image_id}.jpg"
-                raise VGFSError(f"{where}: image {image_id} also at {other}")
-        self.folders.append((folder, ids))
-
-    def check(self, image_id: int, sha256: bytes, what: str) -> None:
-        """`what` (bytes of the image) must be the source JPEG of `image_id`."""
-        source = self.path(image_id)
-        if source is None or _sha256_file(source) != sha256:
-            raise VGFSError(f"{what} differ from {source or 'every source JPEG'}")
-
-
-def _extract_zip(zpath: Path, jpegs: _SourceJpegs, dest: Path, show: bool) -> None:
-    """Unpack a zip's JPEGs under names we choose, so no member path is ever trusted."""
-    members = list(zip_jpegs(zpath))
-    ids = array("Q", sorted(image_id for image_id, _ in members))
-    for a, b in pairwise(ids):
-        if a == b:
-            twice = [m for i, m in members if i == a]
-            raise VGFSError(f"{zpath}:{twice[1]}: image {a} also at {zpath}:{twice[0]}")
-    member_of = dict(members)
-    jpegs.add(dest, ids, lambda image_id: f"{zpath}:{member_of[image_id]}")
-    dest.mkdir(parents=True)
-    with progress(f"extracting {zpath.name}", len(members), "img", show) as bar, \
+def _extract_zip(zpath: Path, stage: Path, show: bool) -> list[Path]:
+    """Unpack a zip's files under names we choose (the member's file name, in a folder per
+    part), so no member path is ever trusted; the folders made."""
+    members = list(zip_files(zpath))
+    made: dict[str, Path] = {}
+    with progress(f"extracting {zpath.name}", len(members), "file", show) as bar, \
             zipfile.ZipFile(zpath) as zf:
-        for image_id, member in members:
-            with zf.open(member) as src, open(dest / f"{image_id}.jpg", "wb") as dst:
-                shutil.copyfileobj(src, dst, READ_CHUNK)
+        for part, name, member in members:
+            folder = made.setdefault(part, stage / _zip_folder(zpath, part))
+            folder.mkdir(parents=True, exist_ok=True)
+            if not (folder / name).exists():  # a stray name twice: the first is kept
+                try:
+                    with zf.open(member) as src, open(folder / name, "wb") as dst:
+                        shutil.copyfileobj(src, dst, READ_CHUNK)
+                except (zipfile.BadZipFile, zlib.error) as e:
+                    raise VGFSError(f"{zpath}:{member}: corrupt zip data ({e})") from None
             bar.update()
+    return list(made.values())
 
 
 def _mksquashfs(folders: list[Path], image: Path, show: bool) -> None:
     if shutil.which("mksquashfs") is None:
         raise VGFSError("mksquashfs: not found; install squashfs-tools")
     tty = show and sys.stderr.isatty()
-    # Resolved: given a symlink to a folder, mksquashfs would pack the link itself.
-    cmd = ["mksquashfs", *(str(f.resolve()) for f in folders), str(image), *MKSQUASHFS_OPTS]
+    cmd = ["mksquashfs", *map(str, folders), str(image), *MKSQUASHFS_OPTS]
     if not tty:
         cmd.append("-no-progress")
     print(f"packing JPEGs into {image.name} with mksquashfs", file=sys.stderr, flush=True)
@@ -153,112 +183,122 @@ def _mksquashfs(folders: list[Path], image: Path, show: bool) -> None:
         raise VGFSError(f"{image}: mksquashfs failed: {lines[-1]}")
 
 
-def _index_image(writer: Writer, image: Path, jpegs: _SourceJpegs | None, show: bool) -> int:
-    """Record each JPEG's extent in the image, checking that those bytes are that JPEG: the
-    source file's when `jpegs` names the sources, else what the image holds. Returns how many
-    JPEGs are off the fast path (not one run of the image)."""
+def _index(writer: Writer, image: Path, survey: Survey, table: ImageTable,
+           show: bool) -> dict[str, int]:
+    """Record where each file of the image is and its checksums: an image's JPEG in `jpegs`
+    (checked against its source file when we packed it), anything else of a JPEG folder in
+    `strays`. Returns the counts for the manifest."""
     try:
         sq = SquashFSImage(image)
     except SquashFSError as e:
         raise VGFSError(str(e)) from e
-    slow = indexed = 0
+    counts = {"jpegs": 0, "unannotated_jpegs": 0, "other_files": 0, "not_in_a_jpeg_folder": 0}
     fd = os.open(image, os.O_RDONLY)
     buf = bytearray(READ_CHUNK)  # reused: a fresh buffer per JPEG fragments the heap
-    total = len(jpegs) if jpegs is not None else None
     try:
-        with sq, writer.batch() as batch, progress("indexing JPEGs", total, "img", show) as bar:
-            for entry in sq.walk():  # streamed: nothing per image is kept but its id
-                image_id = _jpeg_id(image, entry)
-                if image_id is None:
-                    continue  # other files a site keeps beside the JPEGs
-                value, sha = _index_record(sq, fd, buf, image, entry)
-                if jpegs is not None:
-                    jpegs.check(image_id, sha, f"{image}: bytes at {entry.path}")
-                if not batch.put("jpegs", ID.pack(image_id), value, overwrite=False):
-                    raise VGFSError(f"{image}: image {image_id} is there twice")
-                indexed += 1
-                slow += len(value) > JPEG_INDEX.size  # a path follows: off the fast path
+        with sq, writer.batch() as batch, progress("indexing JPEGs", None, "file", show) as bar:
+            for entry in sq.walk():  # streamed: nothing per file is kept
+                counts[_index_one(batch, sq, fd, buf, image, entry, survey, table)] += 1
                 bar.update()
                 batch.done()
     except SquashFSError as e:
         raise VGFSError(str(e)) from e
     finally:
         os.close(fd)
-    if jpegs is not None and indexed != len(jpegs):
-        raise VGFSError(f"{image}: holds {indexed} JPEGs, expected {len(jpegs)}")
-    return slow
+    counts["images_without_jpeg"] = len(table) - counts["jpegs"]
+    _report(counts)
+    return counts
 
 
-def _jpeg_id(image: Path, entry: FileEntry) -> int | None:
-    """The image id a file of the image is the JPEG of; None for a file that is no JPEG."""
-    base = entry.path.rsplit("/", 1)[-1]
-    m = JPEG_NAME.fullmatch(base)
-    if m is None and base.lower().endswith(".jpg"):
-        raise VGFSError(f"{image}: {entry.path} is not named <image_id>.jpg")
-    return None if m is None else int(m[1])
+def _index_one(batch: Any, sq: SquashFSImage, fd: int, buf: bytearray, image: Path,
+               entry: FileEntry, survey: Survey, table: ImageTable) -> str:
+    """Index one file of the image; the count it adds to."""
+    folder, _, name = entry.path.rpartition("/")
+    part = _part(survey, folder)
+    if part is None:
+        return "not_in_a_jpeg_folder"
+    value, sha, head = _index_record(sq, fd, buf, image, entry)
+    m = JPEG_NAME.fullmatch(name)
+    image_id = int(m[1]) if m else None
+    if image_id is not None and image_id > MAX_IMAGE_ID:
+        raise VGFSError(f"{image}: {entry.path}: image id {image_id} is larger than vgfs can"
+                        f" number ({MAX_IMAGE_ID})")
+    row = None if image_id is None else table.index(image_id)
+    if row is not None and head.startswith(_JPEG_MAGIC):
+        if image_id in survey.files:
+            _check_source(survey.files[image_id], sha, f"{image}: bytes at {entry.path}")
+        batch.put("jpegs", ID.pack(image_id), value)
+        if part == IMAGE_DIRS[1]:
+            batch.put("part2", ID.pack(image_id), b"")
+        table.set(row, "jpeg_size", entry.size)
+        return "jpegs"
+    if row is not None:
+        warn(f"{image}: {entry.path} is empty or not a JPEG; served as a plain file in {part}/")
+    if not batch.put("strays", f"{part}/{name}".encode(), value, overwrite=False):
+        warn(f"{image}: {entry.path}: another file of {part}/ has its name; the first is served")
+    return "other_files" if image_id is None or row is not None else "unannotated_jpegs"
+
+
+def _part(survey: Survey, folder: str) -> str | None:
+    """The mount's JPEG folder for the files of a folder of the image; None for a folder that
+    is no JPEG folder (a site image's `backup/`, a folder inside a JPEG folder)."""
+    if survey.found.sqfs is None:
+        return survey.parts.get(folder)
+    if folder == "":  # a flat site image
+        return IMAGE_DIRS[0]
+    return part_of(folder) if folder in (*IMAGE_DIRS, "images") else None
+
+
+def _check_source(source: Path, sha256: bytes, what: str) -> None:
+    """The packed bytes must be the source JPEG's."""
+    with open(source, "rb") as f:
+        if hashlib.file_digest(f, "sha256").digest() != sha256:
+            raise VGFSError(f"{what} differ from {source}")
+
+
+def _report(counts: dict[str, int]) -> None:
+    if counts["images_without_jpeg"] and counts["jpegs"]:
+        warn(f"{counts['images_without_jpeg']} images of image_data.json have no JPEG")
+    if counts["unannotated_jpegs"]:
+        warn(f"{counts['unannotated_jpegs']} JPEGs have no entry in image_data.json; served in"
+             " the JPEG folders, without an images/ directory")
+    if counts["other_files"]:
+        warn(f"{counts['other_files']} other files sit in the JPEG folders; served where they"
+             " were")
+    if counts["not_in_a_jpeg_folder"]:
+        warn(f"{counts['not_in_a_jpeg_folder']} files of the image are in no JPEG folder"
+             " (VG_100K, VG_100K_2, images or the top); not served")
 
 
 def _index_record(sq: SquashFSImage, fd: int, buf: bytearray, image: Path,
-                  entry: FileEntry) -> tuple[bytes, bytes]:
-    """A JPEG's JPEG_INDEX record and its SHA-256. One run of the image is read straight from
-    `fd`; any other JPEG is read through the image, and its record ends in its path."""
+                  entry: FileEntry) -> tuple[bytes, bytes, bytes]:
+    """A file's JPEG_INDEX record, its SHA-256 and its first bytes. One run of the image is
+    read straight from `fd`; any other file is read through the image, and its record ends in
+    its path."""
     extent = entry.extent()
     if extent is None:
         data = sq.read(entry)
-        sha, crc = hashlib.sha256(data).digest(), crc32(data)
+        sha, crc, head = hashlib.sha256(data).digest(), crc32(data), data[:3]
         offset, path = 0, entry.path.encode()
     else:
         digests = _digest_range(fd, *extent, buf)
         if digests is None:
             raise VGFSError(f"{image}: truncated at {entry.path}")
-        (sha, crc), offset, path = digests, extent[0], b""
-    return JPEG_INDEX.pack(offset, entry.size, sha, crc) + path, sha
+        (sha, crc, head), offset, path = digests, extent[0], b""
+    return JPEG_INDEX.pack(offset, entry.size, sha, crc) + path, sha, head
 
 
-def _count(writer: Writer, table: Sizes) -> tuple[dict[str, int], str, array[int]]:
-    """Images without a JPEG and JPEGs without an image, from the index in id order; each
-    image's JPEG size; and the index's digest, in id order whatever order the image stores the
-    files in."""
-    digest = hashlib.sha256()
-    sizes = array("I", [ABSENT]) * len(table)
-    have = orphans = 0
-    first_orphans: list[int] = []
-    for key, value in writer.scan("jpegs"):
-        digest.update(key + value)
-        image_id = ID.unpack(key)[0]
-        have += 1
-        row = table.index(image_id)
-        if row is not None:
-            sizes[row] = size_field(image_id, JPEG_INDEX.unpack_from(value)[1])
-        else:
-            orphans += 1
-            if len(first_orphans) < 5:
-                first_orphans.append(image_id)
-    without = len(table) - (have - orphans)
-    if without and have:
-        warn(f"{without} images of image_data.json have no JPEG")
-    if orphans:
-        warn(f"{orphans} JPEGs have no entry in image_data.json (first: {first_orphans});"
-             " stored, but not shown in the mount")
-    counts = {"images": len(table), "jpegs": have, "images_without_jpeg": without,
-              "jpegs_without_annotations": orphans}
-    return counts, digest.hexdigest(), sizes
-
-
-def _sha256_file(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").digest()
-
-
-def _digest_range(fd: int, offset: int, size: int, buf: bytearray) -> tuple[bytes, int] | None:
-    """SHA-256 and CRC-32 of `size` bytes at `offset`, read into `buf`; None if the file ends
-    first."""
-    h, crc, view = hashlib.sha256(), 0, memoryview(buf)
+def _digest_range(fd: int, offset: int, size: int,
+                  buf: bytearray) -> tuple[bytes, int, bytes] | None:
+    """SHA-256, CRC-32 and first bytes of `size` bytes at `offset`, read into `buf`; None if
+    the file ends first."""
+    h, crc, view, head = hashlib.sha256(), 0, memoryview(buf), b""
     while size:
         n = os.preadv(fd, [view[:min(size, len(buf))]], offset)
         if n == 0:
             return None
+        head = head or bytes(view[:3])
         h.update(view[:n])
         crc = crc32(view[:n], crc)
         offset, size = offset + n, size - n
-    return h.digest(), crc
+    return h.digest(), crc, head

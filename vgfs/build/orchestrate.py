@@ -20,14 +20,16 @@ import lmdb
 import orjson
 
 from vgfs import __version__
-from vgfs.build.annotations import store_annotations, store_whole_files
-from vgfs.build.jpegs import store_images
+from vgfs.build.annotations import store_annotations, store_composed, store_files
+from vgfs.build.jpegs import Survey, store_images, survey
 from vgfs.build.postings import Postings
-from vgfs.build.sizes import store_dirs
+from vgfs.build.table import store_table
 from vgfs.build.writer import Writer
 from vgfs.errors import VGFSError
 from vgfs.layout import FORMAT
-from vgfs.release import find_sources
+from vgfs.progress import warn
+from vgfs.release import Source, find_sources
+from vgfs.tree import RESERVED
 
 
 def build(release: str | os.PathLike, out: str | os.PathLike, images: list[str] | None = None,
@@ -51,25 +53,27 @@ def _build_into(release: Path, tmp: Path, image_paths: list[Path],
                 show: bool) -> dict[str, Any]:
     """Run the phases into the folder `tmp`, each fed the results of those before it, and
     write the manifest."""
-    sources = find_sources(release)
+    jpegs = survey(release, image_paths, show)  # before the long pass: its problems show now
+    sources = _carried(release, jpegs)
     writer = Writer(tmp / "annotations.lmdb")
     phases = _Phases(writer)
     with phases.timed("annotations"):
         postings = Postings(tmp / "postings", sources)
-        kinds, sizes, digests = store_annotations(writer, sources, postings.add, show)
-    with phases.timed("query views"):
-        views = postings.store(writer)
+        kinds, table = store_annotations(writer, sources, postings.add, show)
     # Indexing runs inside the annotation pass: report its share there too.
     phases.records[-1]["indexing_during_annotations_s"] = round(postings.seconds, 2)
-    with phases.timed("whole files"):
-        whole = store_whole_files(writer, sources)
-    digests.update({"file:" + name: sources[name].sha256 for name in whole})
+    with phases.timed("composed files"):
+        composed = store_composed(writer, kinds, table, show)
+    if composed is not None:
+        kinds["graph"] = composed
+    with phases.timed("query views"):
+        views = postings.store(writer)
+    with phases.timed("other files"):
+        store_files(writer, [s for s in sources.values() if s.name not in writer.numbers], show)
     with phases.timed("images"):
-        images = store_images(writer, release, image_paths, sizes, tmp, show)
-    if images.digest is not None:
-        digests["jpegs"] = images.digest
-    with phases.timed("directories"):
-        store_dirs(writer, sizes, images.sizes)
+        images = store_images(writer, jpegs, table, tmp, show)
+    with phases.timed("image records"):
+        store_table(writer, table)
     writer.close()
     manifest = {
         "format": FORMAT,
@@ -80,11 +84,9 @@ def _build_into(release: Path, tmp: Path, image_paths: list[Path],
                              "sha256": s.sha256, "entries": s.entries}
                     for s in sources.values()},
         "kinds": kinds,
-        "whole_files": whole,
         "views": views,
         "images": images.record,
         "counts": images.counts,
-        "checksums": digests,
         "phases": phases.records,
     }
     data = orjson.dumps(manifest, option=orjson.OPT_INDENT_2) + b"\n"
@@ -93,6 +95,20 @@ def _build_into(release: Path, tmp: Path, image_paths: list[Path],
         f.flush()
         os.fsync(f.fileno())
     return manifest
+
+
+def _carried(release: Path, jpegs: Survey) -> dict[str, Source]:
+    """The release's files to keep: all but its JPEG sources, and but those whose names the
+    mount gives its own meaning (reported: a by-id/ that the driver wrote is made anew)."""
+    skip = {p.absolute() for p in jpegs.found.folders + jpegs.found.zips}
+    if jpegs.found.sqfs is not None:
+        skip.add(jpegs.found.sqfs.absolute())
+    found = find_sources(release.absolute(), skip)
+    kept = {name: src for name, src in found.items() if name.split("/")[0] not in RESERVED}
+    if len(kept) < len(found):
+        dropped = sorted({name.split("/")[0] for name in found.keys() - kept.keys()})
+        warn(f"{release}: not kept, as the mount makes its own: {', '.join(dropped)}")
+    return kept
 
 
 class _Phases:

@@ -18,8 +18,9 @@ import orjson
 
 from vgfs import query
 from vgfs.build.writer import COMMIT_EVERY, Writer
-from vgfs.layout import ID
-from vgfs.release import Source, read_whole
+from vgfs.layout import ID, VIEW_FILE_PREFIX
+from vgfs.release import Source
+from vgfs.stream import read_whole
 
 # Buffered postings are spilled to a sorted run file once they take about this much memory
 # (8 bytes an image id, ~200 a name): a fixed buffer, whatever the release size, and few runs
@@ -114,7 +115,7 @@ def _store_counts(writer: Writer, view: str, counts: array[int]) -> None:
     whole: by-coco has a name per image."""
     order = sorted(range(len(counts)), key=counts.__getitem__, reverse=True)
     names = writer.gets("view_names", (query.pos_key(view, p) for p in order))
-    with writer.whole_file(f"{view}/counts.json") as out:
+    with writer.stored_file(f"{VIEW_FILE_PREFIX}{view}/counts.json") as out:
         out.write(b"{")
         for i, (position, raw) in enumerate(zip(order, names, strict=True)):
             name = raw[query.COUNT.size:].decode("utf-8", "surrogatepass")

@@ -7,7 +7,11 @@ closed, so without both the build's peak RSS would grow with the release.
 
 from __future__ import annotations
 
+import threading
+from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
 from types import TracebackType
@@ -15,7 +19,9 @@ from typing import Any
 
 import lmdb
 
-from vgfs.layout import DB_NAMES, DUPSORT, MAX_DBS, WHOLE_CHUNK, WHOLE_SIZE, chunk_key
+from vgfs.cache import LRUCache
+from vgfs.frames import Frames, compressor
+from vgfs.layout import DB_NAMES, DUPSORT, FILE_INFO, FRAME, MAX_DBS, frame_key
 
 COMMIT_EVERY = 2_000  # entries per LMDB write transaction: its dirty pages sit in memory
 # Every this many entries the LMDB map is remapped: pages the writes touched through the map
@@ -30,6 +36,9 @@ class Writer:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.numbers: dict[str, int] = {}  # each stored file's number, in the order stored
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="zstd")
+        self._local = threading.local()
         self._open()
 
     def _open(self) -> None:
@@ -71,12 +80,50 @@ class Writer:
             self.remap()
             yield from values
 
-    def whole_file(self, name: str) -> WholeFile:
-        return WholeFile(self, name)
+    def stored_file(self, path: str) -> StoredFile:
+        """A new stored file at `path`, numbered in the order files are stored."""
+        self.numbers[path] = len(self.numbers)
+        return StoredFile(self, path, self.numbers[path])
+
+    def file_no(self, path: str) -> int:
+        return self.numbers[path]
+
+    def compress(self, data: bytes) -> Future[bytes]:
+        return self._pool.submit(self._compress, data)
+
+    def _compress(self, data: bytes) -> bytes:
+        local = self._local
+        if not hasattr(local, "cctx"):
+            local.cctx = compressor()  # one per thread: a zstd context is not safe to share
+        return local.cctx.compress(data)
+
+    @contextmanager
+    def reading(self, cache_bytes: int = 32 << 20) -> Iterator[Frames]:
+        """A reader of the files stored so far, through a read transaction that is renewed
+        (and the map remapped) every REMAP_EVERY frames, as `scan` does."""
+        txn: list[lmdb.Transaction] = []
+        reads = 0
+
+        def get(key: bytes) -> bytes | None:
+            nonlocal reads
+            reads += 1
+            if txn and reads % REMAP_EVERY == 0:
+                txn.pop().abort()
+                self.remap()
+            if not txn:
+                txn.append(self.env.begin())
+            return txn[0].get(key, db=self.dbs["frames"])
+
+        try:
+            yield Frames(get, LRUCache(cache_bytes), lambda file_no: f"stored file {file_no}")
+        finally:
+            if txn:
+                txn.pop().abort()
 
     def close(self) -> None:
         """Flush and close; readers open the environment lock-free (it never changes), so the
         lock file is not shipped."""
+        self._pool.shutdown()
         self.env.sync(True)
         self.env.close()
         (self.path / "lock.mdb").unlink(missing_ok=True)
@@ -124,36 +171,62 @@ class Batch:
             self.txn.abort()
 
 
-class WholeFile:
-    """One whole file written into the `files` database in WHOLE_CHUNK pieces, a transaction
-    per piece, so that the build never holds it whole (image_data.json alone is 17 MB)."""
+class StoredFile:
+    """One file written into `frames` as zstd frames (frames.py), FRAME input bytes each, and
+    into `files` with its number and size once closed. Frames are compressed in a worker
+    thread (zstd lets go of the GIL), so the release's parsing goes on meanwhile, and stored a
+    few at a time in a transaction of their own: no write transaction stays open between
+    writes, so other readers and writers of the environment may run in between."""
 
-    def __init__(self, writer: Writer, name: str) -> None:
-        self.writer, self.name = writer, name
+    IN_FLIGHT = 8  # frames being compressed at once: a fixed amount of memory
+    PER_COMMIT = 16  # frames stored per transaction (about 1 MB of dirty pages)
+    REMAP_COMMITS = 16  # transactions between remaps, whose touched pages count as RSS
+
+    def __init__(self, writer: Writer, path: str, file_no: int) -> None:
+        self.writer, self.path, self.file_no = writer, path, file_no
         self.buf = bytearray()
-        self.chunks = self.size = 0
+        self.frames = self.size = self.commits = 0
+        self.pending: deque[Future[bytes]] = deque()
+        self.ready: list[bytes] = []
 
     def write(self, data: bytes) -> None:
         self.buf += data
-        while len(self.buf) >= WHOLE_CHUNK:
-            self._piece(self.buf[:WHOLE_CHUNK])
-            del self.buf[:WHOLE_CHUNK]
+        self.size += len(data)
+        while len(self.buf) >= FRAME:
+            self._frame(bytes(self.buf[:FRAME]))
+            del self.buf[:FRAME]
 
-    def _piece(self, piece: bytes | bytearray) -> None:
-        self._store(chunk_key(self.name, self.chunks), piece)
-        self.chunks += 1
-        self.size += len(piece)
+    def _frame(self, data: bytes) -> None:
+        self.pending.append(self.writer.compress(data))
+        if len(self.pending) >= self.IN_FLIGHT:
+            self.ready.append(self.pending.popleft().result())
+            if len(self.ready) >= self.PER_COMMIT:
+                self._commit()
 
-    def _store(self, key: bytes, value: bytes | bytearray) -> None:
-        with self.writer.batch() as batch:
-            batch.put("files", key, value)
+    def _commit(self, last: bool = False) -> None:
+        with self.writer.env.begin(write=True) as txn:
+            db = self.writer.dbs["frames"]
+            for frame in self.ready:
+                txn.put(frame_key(self.file_no, self.frames), frame, db=db, append=True)
+                self.frames += 1
+            if last:
+                txn.put(self.path.encode(), FILE_INFO.pack(self.file_no, self.size),
+                        db=self.writer.dbs["files"])
+        self.ready.clear()
+        self.commits += 1
+        if self.commits % self.REMAP_COMMITS == 0:
+            self.writer.remap()
 
-    def __enter__(self) -> WholeFile:
+    def __enter__(self) -> StoredFile:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        if exc_type is None:
-            if self.buf:
-                self._piece(self.buf)
-            self._store(self.name.encode(), WHOLE_SIZE.pack(self.size))
+        if exc_type is not None:
+            for future in self.pending:
+                future.cancel()
+            return
+        if self.buf:
+            self._frame(bytes(self.buf))
+        self.ready += [future.result() for future in self.pending]
+        self._commit(last=True)
