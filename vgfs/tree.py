@@ -275,35 +275,35 @@ class Tree:
         """The node called `name` in directory `parent`, or None. Only canonical names exist."""
         if len(name) > NAME_MAX:
             raise NameTooLong
-        if parent == ROOT:
-            return self._root_by_name.get(name)
-        if parent in self._by_name:
+        if parent in self._by_name:  # the root and the release's folders
             return self._by_name[parent].get(name)
-        if parent == IMAGES:
-            image_id = parse_id(name)
-            return _image_dir(image_id) if image_id is not None and self.ds.has_image(
-                image_id) else None
-        if parent == BY_ID:
-            image_id = parse_id(name[:-5]) if name.endswith(b".json") else None
-            return None if image_id is None else self.node(image_ino(image_id, CODE_BY_ID))
-        if parent in (VG_100K, VG_100K_2):
-            return self._lookup_jpeg(parent, name)
-        if VIEW_BASE <= parent < VIEW_BASE + len(VIEWS):
-            return self._lookup_view(VIEWS[parent - VIEW_BASE], name)
         if parent >= NAME_BASE:
-            node = self.node(parent)
-            image_id = parse_id(name)
-            if node is None or node.type is not NodeType.VIEW_NAME or image_id is None:
-                return None
-            return _view_link(image_id) if self.ds.view_has(node.view, node.key,
-                                                             image_id) else None
+            return self._lookup_view_name(parent, name)
         if parent >= IMAGE_BASE:
             image_id, code = divmod(parent - IMAGE_BASE, 16)
             index = _INDEX_OF_NAME.get(name)
             if code != CODE_DIR or index is None:
                 return None
             return self.node(image_ino(image_id, index + 1))
+        if VIEW_BASE <= parent < VIEW_BASE + len(VIEWS):
+            return self._lookup_view(VIEWS[parent - VIEW_BASE], name)
+        if parent == IMAGES:
+            image_id = parse_id(name)
+            exists = image_id is not None and self.ds.has_image(image_id)
+            return _image_dir(image_id) if exists else None
+        if parent == BY_ID:
+            image_id = parse_id(name[:-5]) if name.endswith(b".json") else None
+            return None if image_id is None else self.node(image_ino(image_id, CODE_BY_ID))
+        if parent in (VG_100K, VG_100K_2):
+            return self._lookup_jpeg(parent, name)
         return None
+
+    def _lookup_view_name(self, parent: int, name: bytes) -> Node | None:
+        node = self.node(parent)
+        image_id = parse_id(name)
+        if node is None or node.type is not NodeType.VIEW_NAME or image_id is None:
+            return None
+        return _view_link(image_id) if self.ds.view_has(node.view, node.key, image_id) else None
 
     def _lookup_jpeg(self, folder_ino: int, name: bytes) -> Node | None:
         image_id = _jpeg_id(name)
@@ -328,6 +328,12 @@ class Tree:
             listing = self._dirs[ino]
             for i in range(offset, len(listing)):
                 yield *listing[i], i + 1
+        elif ino >= NAME_BASE:
+            yield from self._readdir_view_name(ino, offset)
+        elif ino >= IMAGE_BASE:
+            yield from self._readdir_image(ino, offset)
+        elif VIEW_BASE <= ino < VIEW_BASE + len(VIEWS):
+            yield from self._readdir_view(VIEWS[ino - VIEW_BASE], offset)
         elif ino == IMAGES:
             # The offset is the last listed image id + 1, so resuming is one cursor seek.
             for image_id in self.ds.image_ids(after=offset - 1):
@@ -336,31 +342,33 @@ class Tree:
             yield from self._readdir_images(offset, CODE_BY_ID, "images", ".json")
         elif ino in (VG_100K, VG_100K_2):
             yield from self._readdir_jpegs(ino, offset)
-        elif VIEW_BASE <= ino < VIEW_BASE + len(VIEWS):
-            # Offset 0 is counts.json; the name at position p has offset p + 1.
-            view = VIEWS[ino - VIEW_BASE]
-            if offset == 0 and view in self._counts:
-                yield b"counts.json", self._counts[view], 1
-            if offset - 1 > MAX_POSITION:  # a seekdir past the last name
-                return
-            for position, key, count in self.ds.view_names(view, max(offset - 1, 0)):
-                yield key, self._name_node(view, position, key, count), position + 2
-        elif ino >= NAME_BASE:
-            node = self.node(ino)
-            if node is None or node.type is not NodeType.VIEW_NAME:
-                return
-            for image_id in self.ds.view_images(node.view, node.key, after=offset - 1):
-                yield str(image_id).encode(), _view_link(image_id), image_id + 1
-        elif ino >= IMAGE_BASE:
-            image_id = (ino - IMAGE_BASE) // 16
-            record = self.ds.image(image_id)
-            if record is None:
-                return
-            for position in range(offset, len(_LISTING)):
-                index = _LISTING[position]
-                node = _image_node(image_id, index + 1, record)
-                if node is not None:
-                    yield FILE_NAMES[index], node, position + 1
+
+    def _readdir_view(self, view: str, offset: int) -> Iterator[tuple[bytes, Node, int]]:
+        """Offset 0 is counts.json; the name at position p has offset p + 1."""
+        if offset == 0 and view in self._counts:
+            yield b"counts.json", self._counts[view], 1
+        if offset - 1 > MAX_POSITION:  # a seekdir past the last name
+            return
+        for position, key, count in self.ds.view_names(view, max(offset - 1, 0)):
+            yield key, self._name_node(view, position, key, count), position + 2
+
+    def _readdir_view_name(self, ino: int, offset: int) -> Iterator[tuple[bytes, Node, int]]:
+        node = self.node(ino)
+        if node is None or node.type is not NodeType.VIEW_NAME:
+            return
+        for image_id in self.ds.view_images(node.view, node.key, after=offset - 1):
+            yield str(image_id).encode(), _view_link(image_id), image_id + 1
+
+    def _readdir_image(self, ino: int, offset: int) -> Iterator[tuple[bytes, Node, int]]:
+        image_id = (ino - IMAGE_BASE) // 16
+        record = self.ds.image(image_id)
+        if record is None:
+            return
+        for position in range(offset, len(_LISTING)):
+            index = _LISTING[position]
+            node = _image_node(image_id, index + 1, record)
+            if node is not None:
+                yield FILE_NAMES[index], node, position + 1
 
     def _readdir_images(self, offset: int, code: int, db: str,
                         suffix: str) -> Iterator[tuple[bytes, Node, int]]:
