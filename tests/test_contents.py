@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import damage_record, walk
+from vgfs.build import build
 from vgfs.cache import LRUCache
 from vgfs.contents import Contents, readme_text
 from vgfs.dataset import Dataset, open_dataset
@@ -148,6 +149,27 @@ def test_readme_names_the_dataset(files: dict, compact: Contents, real_ds: Datas
             in text)
     assert "CC BY 4.0" in text and "doi:10.1007/s11263-016-0981-7" in text
     assert "graph.json is" not in text  # scene_graphs.json is there: nothing composed
+    for view in ("by-object", "by-attribute", "by-predicate", "by-synset"):
+        assert f"\n  {view}/ " in text, view
+
+
+def test_readme_names_only_what_the_dataset_has(release_copy: Path, tmp_path: Path) -> None:
+    """A release without relationships.json and scene_graphs.json: no by-predicate/ in the mount,
+    and none in its README.txt, nor a relationships.json per image; the graph is composed."""
+    (release_copy / "relationships.json").unlink()
+    (release_copy / "scene_graphs.json").unlink()
+    build(release_copy, tmp_path / "dataset", show_progress=False)
+    with open_dataset(tmp_path / "dataset") as ds:
+        tree = Tree(ds)
+        root = {name: node for name, node, _ in tree.readdir(ROOT, 0)}
+        text = bytes(Contents(ds, LRUCache(1 << 20)).content(root[b"README.txt"])).decode()
+        image = {name for name, _, _ in tree.readdir(tree.lookup(IMAGES, b"1").ino, 0)}
+    assert b"by-predicate" not in root and "by-predicate" not in text
+    assert b"relationships.json" not in image and "relationships.json" not in text
+    for view in ("by-object", "by-attribute", "by-synset"):
+        assert view.encode() in root and f"\n  {view}/ " in text, view
+    assert "graph.json (scene graph)" in text and b"graph.json" in image
+    assert "by-coco" not in text and b"by-coco" not in root  # the excerpts have no COCO ids
 
 
 def test_readme_follows_the_manifest() -> None:
@@ -161,6 +183,8 @@ def test_readme_follows_the_manifest() -> None:
                             "views": {"by-coco": 3}})
     assert "graph.json is composed from attributes.json." in composed
     assert "Names per view: by-coco 3" in composed
+    assert "  by-coco/<id>    a symlink to the image of that COCO id" in composed
+    assert "by-object" not in composed and "by-flickr" not in composed
 
 
 def test_pretty_json_is_made_once_while_cached(real_tree: Tree, real_ds: Dataset) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import _strptime  # noqa: F401
 import errno
 import fcntl
+import json
 import os
 import pwd
 import re
@@ -398,7 +399,9 @@ def test_background_mount_reports_the_childs_failure(real_dataset: Path,
 
 def test_background_mount_logs_to_the_journal(real_dataset: Path, tmp_path: Path) -> None:
     """A detached mount drops the caller's stderr, unless it is the journal (JOURNAL_STREAM, as
-    a systemd .mount unit sets for mount(8)): then its later log lines still get there."""
+    a systemd .mount unit sets for mount(8)): then its later log lines still get there. Else
+    they go to syslog (tests/test_logs.py); `vgfs stats` says which."""
+    syslog = "syslog" if os.path.exists("/dev/log") else "none (no /dev/log)"
     for journal in (True, False):
         mp = tmp_path / f"mp-{journal}"
         mp.mkdir()
@@ -411,10 +414,12 @@ def test_background_mount_logs_to_the_journal(real_dataset: Path, tmp_path: Path
                            stderr=f, env=env, check=True, timeout=60)
         try:
             pid = _daemon_pid(mp)
+            to = json.loads(vgfs("stats", str(mp), "--json").stdout)["log"]
         finally:
             force_unmount(mp)
         wait_for("the daemon to exit", lambda: _gone(pid))  # noqa: B023
         assert (f"unmounted {mp}" in log.read_text()) == journal
+        assert to == ("stderr (journal)" if journal else syslog)
 
 
 # --- access -------------------------------------------------------------------------------------

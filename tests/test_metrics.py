@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from tests.conftest import force_unmount, vgfs, wait_for
+from vgfs import logs
 from vgfs.cache import LRUCache
 from vgfs.cli import stats_text
 from vgfs.errors import VGFSError
@@ -111,7 +112,8 @@ def test_stats_json_shape() -> None:
     """What `.vgfs-stats` holds and `vgfs stats --json` prints: keys, order and rounding."""
     stats, cache = _stats()
     data = json.loads(orjson.dumps(stats.snapshot(cache)))
-    assert list(data) == ["uptime_s", "pid", "ops", "cache", "backend", "errors"]
+    assert list(data) == ["uptime_s", "pid", "log", "ops", "cache", "backend", "errors"]
+    assert data["log"] == logs.destination()
     assert isinstance(data["uptime_s"], float) and 0 <= data["uptime_s"] < 60
     assert data["ops"] == {"lookup": {"count": 1, "mean_us": 1.0, "max_us": 1.0},
                            "read": {"count": 3, "mean_us": 291666.7, "max_us": 500000.0}}
@@ -125,13 +127,16 @@ def test_stats_json_shape() -> None:
 
 
 def test_stats_text() -> None:
-    """`vgfs stats`: one line per operation, then the cache, backend and error counters."""
+    """`vgfs stats`: one line per operation, then the cache, backend and error counters, and
+    where the log goes (unknown for a mount of a vgfs before that was said)."""
     stats, cache = _stats()
-    lines = stats_text(stats.snapshot(cache)).splitlines()
+    lines = stats_text({**stats.snapshot(cache), "log": "syslog"}).splitlines()
     assert lines[3].split() == ["lookup", "1", "1.0", "1.0"]
     assert lines[4].split() == ["read", "3", "291666.7", "500000.0"]
-    assert "1 hits, 0 misses" in lines[6] and lines[-1].split() == ["errors", "read", "1"]
-    assert stats_text(Stats().snapshot(cache)).endswith("errors       none")
+    assert "1 hits, 0 misses" in lines[6] and lines[-2].split() == ["errors", "read", "1"]
+    assert lines[-1] == "log          syslog"
+    older = {k: v for k, v in Stats().snapshot(cache).items() if k != "log"}
+    assert stats_text(older).endswith("errors       none\nlog          unknown")
 
 
 def test_metrics_text_format() -> None:

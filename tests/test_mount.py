@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import JPEGS, RELEASE, force_unmount, image_id_of, mounted, vgfs
+from tests.conftest import BIN, JPEGS, RELEASE, force_unmount, image_id_of, mounted, vgfs
 from vgfs.dataset import open_dataset
 from vgfs.layout import FORMAT
 from vgfs.mount import mounted_fs
@@ -346,12 +346,22 @@ def test_listing_resumes_and_memory_stays_bounded(synthetic_dataset: Path,
         assert peak["RssAnon"] < (cache_mib + overhead_mib) << 10, peak
 
 
-def test_demo(tmp_path: Path) -> None:
-    """The README's first command: sample, build, mount and a tour that ends mounted."""
+@pytest.mark.parametrize("launcher", ["python -m vgfs", "the vgfs script"])
+def test_demo(tmp_path: Path, launcher: str) -> None:
+    """The README's first command: sample, build, mount and a tour that ends mounted, with an
+    unmount command that works as printed, even when no vgfs is on PATH."""
     mp = tmp_path / "demo"
+    path = [d for d in os.environ["PATH"].split(os.pathsep) if not (Path(d) / "vgfs").exists()]
+    env = {**os.environ, "PATH": os.pathsep.join(path)}
+    run = [sys.executable, "-m", "vgfs"] if launcher.startswith("python") else [str(BIN / "vgfs")]
     try:
-        out = vgfs("demo", str(mp), "--images", "20", timeout=300).stdout
-        assert "graph.json" in out and f"vgfs umount {mp}" in out
+        out = subprocess.run([*run, "demo", str(mp), "--images", "20"], env=env, check=True,
+                             capture_output=True, text=True, timeout=300).stdout
+        assert "graph.json" in out
         assert len(os.listdir(mp / "images")) == 20
+        umount = out.splitlines()[-2].strip()  # then: "The demo's release and dataset ..."
+        assert umount == f"{' '.join(run)} umount {mp}"
+        subprocess.run(umount, shell=True, env=env, check=True, timeout=60)
+        assert mounted_fs(mp) is None
     finally:
         force_unmount(mp)

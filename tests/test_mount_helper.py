@@ -44,7 +44,9 @@ def test_console_scripts_resolve() -> None:
 @pytest.mark.parametrize(("args", "message"), [
     (["-o", "bogus"], "mount.fuse.vgfs: -o bogus: unknown option"),
     (["-s", "-o", "metrics_interval=0"], "metrics interval 0.0: must be a positive number"),
-    (["-f", "-o", "cache_size=lots"], "mount.fuse.vgfs: -o cache_size=lots: not a size")])
+    (["-f", "-o", "cache_size=lots"], "mount.fuse.vgfs: -o cache_size=lots: not a size"),
+    (["-f", "-o", "metrics_file=x.txt"], "mount.fuse.vgfs: metrics file x.txt: the name must end"
+                                         " in .prom")])
 def test_failures_exit_32_with_the_reason(args: list[str], message: str, tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     """Each fails before the dataset is opened, so none is needed; mount(8) reports 32."""

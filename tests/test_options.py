@@ -25,8 +25,9 @@ def test_mount8_options_are_filtered() -> None:
                           "comment=anything,nofail,_netdev", "cache_size=64M,umask=027"])
     assert opts.cache_size == 64 << 20 and opts.umask == 0o027 and not opts.allow_other
     assert parse_options(["allow_other,uid=7,gid=8"]).allow_other
-    opts = parse_options(["metrics_file=rel/x.prom,metrics_interval=2.5"])
+    opts = parse_options(["metrics_file=rel/x.prom,metrics_interval=2.5,log_file=rel/vgfs.log"])
     assert opts.metrics_file == os.path.abspath("rel/x.prom") and opts.metrics_interval == 2.5
+    assert opts.log_file == os.path.abspath("rel/vgfs.log")
     for bad in ("bogus", "fsname=x", "remount", "uid=me", "metrics_file="):
         with pytest.raises(VGFSError, match=re.escape(bad)):
             parse_options([f"ro,{bad}"])
@@ -40,7 +41,8 @@ def test_defaults() -> None:
         assert opts == MountOptions()
         assert (opts.cache_size, opts.threads, opts.metrics_interval) == (DEFAULT_CACHE, 16, 15.0)
         assert (opts.uid, opts.gid, opts.umask) == (os.getuid(), os.getgid(), 0)
-        assert not (opts.pretty or opts.allow_other or opts.allow_root or opts.metrics_file)
+        assert not (opts.pretty or opts.allow_other or opts.allow_root or opts.metrics_file
+                    or opts.log_file)
 
 
 def test_values() -> None:
@@ -70,7 +72,12 @@ def test_parse_size_errors(text: str) -> None:
     ("umask=9", "-o umask=9: expected a number"),  # octal
     ("gid=", "-o gid=: expected a number"),
     ("cache_size=big", "-o cache_size=big: not a size"),
-    ("metrics_file=", "-o metrics_file=: expected a file path")])
+    ("metrics_file=", "-o metrics_file=: expected a file path"),
+    ("log_file=", "-o log_file=: expected a file path"),
+    # node_exporter's textfile collector reads *.prom and nothing else.
+    ("metrics_file=x.txt", "metrics file x.txt: the name must end in .prom, the only files"
+                           " node_exporter's textfile collector reads"),
+    ("metrics_file=vgfs.prom.tmp", "metrics file vgfs.prom.tmp: the name must end in .prom")])
 def test_bad_values(item: str, message: str) -> None:
     with pytest.raises(VGFSError, match=re.escape(message)):
         parse_options([item])
@@ -81,7 +88,7 @@ def test_unknown_option_names_the_known_ones() -> None:
         parse_options(["ro,fsname=x"])
     assert str(exc.value) == ("-o fsname=x: unknown option (known: cache_size=, pretty, uid=,"
                               " gid=, umask=, allow_other, allow_root, threads=, metrics_file=,"
-                              " metrics_interval=)")
+                              " metrics_interval=, log_file=)")
     assert set(OPTIONS) <= set(vars(MountOptions()))  # every option sets a field of its name
 
 

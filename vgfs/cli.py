@@ -4,7 +4,6 @@ work is done by the modules they call."""
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from pathlib import Path
@@ -12,19 +11,25 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from vgfs import __version__
+from vgfs import __version__, logs
 from vgfs.errors import VGFSError
 
 if TYPE_CHECKING:
     from vgfs.metrics import StatsJson
 
 
+_QUIET = "no progress bars or informational lines; warnings and errors still go to stderr"
+
+
 def _parser() -> argparse.ArgumentParser:
+    from vgfs.options import KNOWN
+
     p = argparse.ArgumentParser(prog="vgfs", description="Visual Genome as a read-only"
                                 " filesystem: build a dataset folder, then mount it.")
     p.add_argument("--version", action="version", version=f"vgfs {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                           help="what to do; `vgfs COMMAND --help` tells more")
 
     b = sub.add_parser("build", help="official release files -> dataset folder")
     b.add_argument("release", type=Path, help="folder of the official release files")
@@ -32,56 +37,67 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--images", nargs="+", metavar="PATH", help="JPEG folders, images.zip"
                    " files, or one existing SquashFS image (default: found under RELEASE)")
     b.add_argument("--force", action="store_true", help="replace an existing dataset folder")
-    b.add_argument("--quiet", action="store_true", help="no progress output")
+    b.add_argument("--quiet", action="store_true", help=_QUIET)
 
     m = sub.add_parser("mount", help="mount a dataset folder")
-    m.add_argument("dataset")
-    m.add_argument("mountpoint")
+    m.add_argument("dataset", help="dataset folder written by `vgfs build`")
+    m.add_argument("mountpoint", help="empty directory to mount it on")
     m.add_argument("-f", "--foreground", action="store_true", help="stay in the foreground")
     m.add_argument("-o", dest="options", action="append", default=[], metavar="OPT,...",
-                   help="cache_size=SIZE, pretty, uid=, gid=, umask=, allow_other,"
-                   " allow_root, threads=N, metrics_file=PATH, metrics_interval=S")
-    m.add_argument("--log-level", default="info",
-                   choices=["debug", "info", "warning", "error"])
-    m.add_argument("--metrics-file", metavar="PATH", help="write the counters there in"
+                   help=f"mount options, comma-separated: {KNOWN}")
+    m.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                   help="log events of this level and above (default: info)")
+    m.add_argument("--log-file", metavar="PATH", help="append the log there (default: stderr;"
+                   " once a background mount answers, syslog unless stderr is the journal)")
+    m.add_argument("--metrics-file", metavar="PATH.prom", help="write the counters there in"
                    " Prometheus text format, for node_exporter's textfile collector")
     m.add_argument("--metrics-interval", type=float, metavar="S",
                    help="seconds between metrics file updates (default 15)")
 
     u = sub.add_parser("umount", help="unmount (also cleans up after a killed mount)")
-    u.add_argument("mountpoint")
+    u.add_argument("mountpoint", help="where the dataset is mounted")
 
     i = sub.add_parser("info", help="version, counts, sources, sizes of a dataset folder")
-    i.add_argument("dataset")
+    i.add_argument("dataset", help="dataset folder written by `vgfs build`")
     i.add_argument("--json", action="store_true", help="print the manifest as JSON")
 
     v = sub.add_parser("verify", help="check every record and JPEG against the checksums")
-    v.add_argument("dataset")
-    v.add_argument("--quiet", action="store_true", help="no progress output")
+    v.add_argument("dataset", help="dataset folder written by `vgfs build`")
+    v.add_argument("--quiet", action="store_true", help=_QUIET)
 
     s = sub.add_parser("stats", help="live counters of a running mount")
-    s.add_argument("mountpoint")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("mountpoint", help="where the dataset is mounted")
+    s.add_argument("--json", action="store_true", help="print the counters as JSON")
 
     sa = sub.add_parser("sample", help="write a synthetic release in the official format")
-    sa.add_argument("out", type=Path)
-    sa.add_argument("--images", type=int, default=100)
-    sa.add_argument("--seed", type=int, default=0)
+    sa.add_argument("out", type=Path, help="folder to write the release files to")
+    sa.add_argument("--images", type=int, default=100, metavar="N",
+                    help="number of images (default 100)")
+    sa.add_argument("--seed", type=int, default=0, metavar="S",
+                    help="random seed: the same seed and options write the same bytes (default 0)")
     sa.add_argument("--jpeg", choices=["small", "real", "none"], default="small",
                     help="tiny JPEGs, JPEGs sized like the real ones, or none")
-    sa.add_argument("--quiet", action="store_true", help="no progress output")
+    sa.add_argument("--quiet", action="store_true", help=_QUIET)
 
     d = sub.add_parser("demo", help="sample -> build -> mount, with a short tour")
     d.add_argument("mountpoint", nargs="?", default="vg-demo",
                    help="where to mount (default: ./vg-demo)")
-    d.add_argument("--images", type=int, default=200)
+    d.add_argument("--images", type=int, default=200, metavar="N",
+                   help="number of images of the synthetic release (default 200)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return _run(args) or 0
+        code = _run(args) or 0
+        sys.stdout.flush()  # here, where a closed pipe is caught, rather than at exit
+        return code
+    except BrokenPipeError:
+        # Whoever read the output stopped (`vgfs info --json | head -1`): not an error. Point
+        # stdout at /dev/null, so that the interpreter's last flush at exit does not fail too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except VGFSError as e:
         if args.debug:
             raise
@@ -104,18 +120,8 @@ def mount_helper(argv: list[str] | None = None) -> int:
     from vgfs.mount import mount, preflight
     from vgfs.options import parse_options
 
-    p = argparse.ArgumentParser(prog="mount.fuse.vgfs", description="mount(8) helper for vgfs:"
-                                " mounts DATASET at MOUNTPOINT in the background, and returns"
-                                " once the mount answers.")
-    p.add_argument("dataset")
-    p.add_argument("mountpoint")
-    p.add_argument("-o", dest="options", action="append", default=[], metavar="OPT,...")
-    p.add_argument("-s", dest="sloppy", action="store_true", help="ignore unknown options")
-    p.add_argument("-f", dest="fake", action="store_true", help="check everything, mount nothing")
-    p.add_argument("-n", dest="no_mtab", action="store_true", help="accepted; there is no mtab")
-    p.add_argument("-v", dest="verbose", action="store_true", help="log each event")
-    args = p.parse_args(argv)
-    _setup_logging("info" if args.verbose else "warning")
+    args = _helper_parser().parse_args(argv)
+    logs.setup("info" if args.verbose else "warning")
     try:
         opts = parse_options(args.options, sloppy=args.sloppy)
         if args.fake:
@@ -131,14 +137,26 @@ def mount_helper(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _helper_parser() -> argparse.ArgumentParser:
+    from vgfs.options import KNOWN
+
+    p = argparse.ArgumentParser(prog="mount.fuse.vgfs", description="mount(8) helper for vgfs:"
+                                " mounts DATASET at MOUNTPOINT in the background, and returns"
+                                " once the mount answers.")
+    p.add_argument("dataset", help="dataset folder written by `vgfs build`")
+    p.add_argument("mountpoint", help="empty directory to mount it on")
+    p.add_argument("-o", dest="options", action="append", default=[], metavar="OPT,...",
+                   help=f"vgfs's options ({KNOWN}); mount(8)'s own are dropped")
+    p.add_argument("-s", dest="sloppy", action="store_true", help="ignore unknown options")
+    p.add_argument("-f", dest="fake", action="store_true", help="check everything, mount nothing")
+    p.add_argument("-n", dest="no_mtab", action="store_true", help="accepted; there is no mtab")
+    p.add_argument("-v", dest="verbose", action="store_true", help="log each event")
+    return p
+
+
 def _os_error(e: OSError) -> str:
     where = f"{e.filename}: " if e.filename else ""
     return f"{where}{e.strerror or e}"
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(stream=sys.stderr, level=level.upper(),
-                        format="vgfs %(levelname)s %(message)s")
 
 
 def _run(args: argparse.Namespace) -> int | None:
@@ -196,12 +214,14 @@ def _run(args: argparse.Namespace) -> int | None:
 
 def _mount(args: argparse.Namespace) -> None:
     from vgfs.mount import mount
-    from vgfs.options import parse_options
+    from vgfs.options import metrics_path, parse_options
 
-    _setup_logging(args.log_level)
+    logs.setup(args.log_level)
     opts = parse_options(args.options)
-    if args.metrics_file:
-        opts.metrics_file = os.path.abspath(args.metrics_file)
+    if args.metrics_file is not None:
+        opts.metrics_file = metrics_path(args.metrics_file)
+    if args.log_file is not None:
+        opts.log_file = os.path.abspath(args.log_file)
     if args.metrics_interval is not None:
         opts.metrics_interval = args.metrics_interval
     mount(args.dataset, args.mountpoint, opts, args.foreground)
@@ -244,4 +264,5 @@ def stats_text(s: StatsJson) -> str:
     lines.append("backend      " + ", ".join(f"{k} {v}" for k, v in s["backend"].items()))
     lines.append("errors       " + (", ".join(f"{k} {v}" for k, v in s["errors"].items())
                                     or "none"))
+    lines.append(f"log          {s.get('log', 'unknown')}")  # a mount of an older vgfs has none
     return "\n".join(lines)

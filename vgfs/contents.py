@@ -99,40 +99,53 @@ def _pretty(data: Buffer, node: Node) -> bytes:
 
 
 def readme_text(manifest: dict[str, Any]) -> str:
-    """README.txt at the mount root: what this is, its versions and counts, licence, citation."""
+    """README.txt at the mount root: what this is, its versions and counts, licence, citation.
+    It names only the files and views that this dataset has."""
+    import textwrap
+
     counts = manifest.get("counts", {})
-    lines = [
-        "Visual Genome, mounted by vgfs",
-        "",
-        "Each image is a directory images/<image_id>/ holding its JPEG (image.jpg) and its",
-        "annotations as JSON: meta.json, objects.json, attributes.json, relationships.json,",
-        "graph.json (scene graph), regions.json and qa.json. Each JSON file holds the image's",
-        "entry of the official release file. by-id/<image_id>.json is the scene graph again,",
-        "in the layout the official visual_genome driver reads. The mount is read-only.",
-        "",
-        f"Images: {counts.get('images', 0)}, with a JPEG: {counts.get('jpegs', 0)}",
-        "",
-        "Sources (file, detected version, entries):",
-    ]
+    kinds = manifest.get("kinds", {})
+    held = ["its JPEG (image.jpg)"] if counts.get("jpegs") else []
+    if kinds:
+        held.append("its annotations as JSON: " + ", ".join(
+            f"{k}.json (scene graph)" if k == "graph" else f"{k}.json" for k in kinds))
+    intro = "Each image is a directory images/<image_id>/"
+    intro += f" holding {' and '.join(held)}." if held else "."
+    if kinds:
+        intro += " Each JSON file holds the image's entry of the official release file."
+    if "graph" in kinds:
+        intro += (" by-id/<image_id>.json is the scene graph again, in the layout the official"
+                  " visual_genome driver reads.")
+    lines = ["Visual Genome, mounted by vgfs", "",
+             *textwrap.wrap(intro + " The mount is read-only.", 88), "",
+             f"Images: {counts.get('images', 0)}, with a JPEG: {counts.get('jpegs', 0)}", "",
+             "Sources (file, detected version, entries):"]
     for name, src in sorted(manifest.get("sources", {}).items()):
         lines.append(f"  {name:28} v{src['version']:8} {src['entries']}")
-    graph = manifest.get("kinds", {}).get("graph")
+    graph = kinds.get("graph")
     if graph and graph.get("version") == "composed":
         lines.append(f"  graph.json is {graph['source']}.")
     views = {v: n for v, n in manifest.get("views", {}).items() if n}
     if views:
+        rules = {
+            "by-object/": "every name of every object (objects.json), raw, and also under its"
+                          " canonical name from object_alias.txt where that differs",
+            "by-attribute/": "every attribute of attributes.json, raw",
+            "by-predicate/": "every predicate, case-folded, and also under its canonical form"
+                             " from relationship_alias.txt where that differs",
+            "by-synset/": "every object synset",
+            "by-coco/<id>": "a symlink to the image of that COCO id",
+            "by-flickr/<id>": "a symlink to the image of that Flickr id",
+        }
+        described = [line for label, rule in rules.items() if label.split("/")[0] in views
+                     for line in textwrap.wrap(rule, 88, initial_indent=f"  {label:15} ",
+                                               subsequent_indent=" " * 18)]
         lines += [
             "",
             "Query views: <view>/<name>/<image_id> are symlinks to images/<image_id>; each",
             "view's counts.json maps name -> number of images, most frequent first, and a",
             "name directory's st_size is its number of images.",
-            "  by-object/     every name of every object (objects.json), raw, and also under",
-            "                 its canonical name from object_alias.txt where that differs",
-            "  by-attribute/  every attribute of attributes.json, raw",
-            "  by-predicate/  every predicate, case-folded, and also under its canonical form",
-            "                 from relationship_alias.txt where that differs",
-            "  by-synset/     every object synset",
-            "  by-coco/<id>, by-flickr/<id>: one symlink per COCO / Flickr id",
+            *described,
             "Names are file names by one reversible escaping: % -> %25, / -> %2F, NUL -> %00,",
             "the dots of '.', '..' and 'counts.json' -> %2E, the empty name -> %. Spaces and",
             "quotes stay. Names over 255 bytes are cut and end in %~ and 16 hex digits of their",

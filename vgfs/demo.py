@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from vgfs.build import build
@@ -16,8 +18,9 @@ from vgfs.sample import write_sample
 
 def demo(mountpoint: Path, images: int = 200) -> None:
     mountpoint = mountpoint.absolute()
+    umount = f"{_vgfs_command()} umount {shlex.quote(str(mountpoint))}"
     if mounted_fs(mountpoint) is not None:
-        raise VGFSError(f"{mountpoint}: already mounted; run `vgfs umount {mountpoint}` first")
+        raise VGFSError(f"{mountpoint}: already mounted; run `{umount}` first")
     work = mountpoint.with_name(mountpoint.name + "-data")
     release, dataset = work / "release", work / "dataset"
     _say(f"1. writing a synthetic release of {images} images to {release}")
@@ -40,8 +43,19 @@ def demo(mountpoint: Path, images: int = 200) -> None:
         subprocess.run(cmd, shell=True, check=False)
     if not (image / "image.jpg").exists():
         raise VGFSError(f"{image}: the demo image has no JPEG")
-    _say(f"\nLook around in {mountpoint}, then unmount with:\n  vgfs umount {mountpoint}"
+    _say(f"\nLook around in {mountpoint}, then unmount with:\n  {umount}"
          f"\nThe demo's release and dataset folder stay in {work}.")
+
+
+def _vgfs_command() -> str:
+    """How a shell runs this vgfs: `vgfs` if PATH finds it, else this script by its path
+    (`.venv/bin/vgfs demo`), else this interpreter (`python -m vgfs demo`)."""
+    if shutil.which("vgfs"):
+        return "vgfs"
+    script = Path(sys.argv[0])
+    if script.name == "vgfs" and os.access(script, os.X_OK):
+        return shlex.quote(str(script.absolute()))
+    return f"{shlex.quote(sys.executable)} -m vgfs"
 
 
 def _say(text: str) -> None:

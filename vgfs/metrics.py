@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, TypedDict
 
 import orjson
 
+from vgfs import logs
 from vgfs.errors import VGFSError
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ class StatsJson(TypedDict):
 
     uptime_s: float
     pid: int
+    log: str  # where the mount's log lines go (logs.destination)
     ops: dict[str, OpJson]
     cache: dict[str, int]
     backend: dict[str, int]
@@ -54,6 +56,7 @@ class Snapshot:
     started: float  # Unix time
     uptime_s: float
     pid: int
+    log: str
     ops: dict[str, OpStats]  # by name, sorted
     cache: dict[str, int]
     backend: dict[str, int]
@@ -64,6 +67,7 @@ class Snapshot:
         return {
             "uptime_s": round(self.uptime_s, 1),
             "pid": self.pid,
+            "log": self.log,
             "ops": {op: {"count": o.count,
                          "mean_us": round(o.total_s / o.count * 1e6, 1) if o.count else 0,
                          "max_us": round(o.max_s * 1e6, 1)}
@@ -99,7 +103,7 @@ class Stats:
     def sample(self, cache: LRUCache) -> Snapshot:
         """A copy of every counter, so that later requests do not change it."""
         return Snapshot(started=self.started, uptime_s=time.time() - self.started,
-                        pid=os.getpid(),
+                        pid=os.getpid(), log=logs.destination(),
                         ops={op: dataclasses.replace(o) for op, o in sorted(self.ops.items())},
                         cache=cache.stats(), backend=dict(self.backend), errors=dict(self.errors))
 

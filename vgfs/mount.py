@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vgfs import logs
 from vgfs.errors import VGFSError
 from vgfs.metrics import metrics_text, write_metrics
 
@@ -94,6 +95,8 @@ def mount(dataset: str, mountpoint: str, opts: MountOptions, foreground: bool) -
     dataset = os.path.abspath(dataset)  # the background process serves from /
     mp = Path(mountpoint).absolute()
     preflight(dataset, mp, opts)
+    if opts.log_file:
+        logs.to_file(opts.log_file)
     if foreground:
         _serve(dataset, mp, opts, on_ready=lambda: _notify_systemd(
             f"READY=1\nSTATUS=serving {dataset} at {mp}"))
@@ -120,7 +123,7 @@ def mount(dataset: str, mountpoint: str, opts: MountOptions, foreground: bool) -
             # process group that runs the mount helper reach the mount point while the mount is
             # pending; mounting or stat-ing it from a new session would wait forever.
             os.setsid()
-            _detach_stdio()
+            _detach_stdio(keep_stderr=logs.detach())
             os.write(write_end, b"ok")
             os.close(write_end)
 
@@ -142,22 +145,14 @@ def _tell(fd: int, message: str) -> None:
         pass
 
 
-def _detach_stdio() -> None:
-    """Let go of the caller's terminal or pipes; stderr stays if it is the journal (a systemd
+def _detach_stdio(keep_stderr: bool) -> None:
+    """Let go of the caller's terminal or pipes; stderr stays when it is the journal (a systemd
     .mount unit runs mount(8) with its output there), so that log lines still reach it."""
-    keep = {2} if _stderr_is_journal() else set()
+    keep = {2} if keep_stderr else set()
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in {0, 1, 2} - keep:
         os.dup2(devnull, fd)
     os.close(devnull)
-
-
-def _stderr_is_journal() -> bool:
-    try:
-        st = os.fstat(2)
-    except OSError:
-        return False
-    return os.environ.get("JOURNAL_STREAM") == f"{st.st_dev}:{st.st_ino}"
 
 
 def _warm(ds: Dataset, stop: threading.Event) -> None:

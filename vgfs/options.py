@@ -42,6 +42,7 @@ class MountOptions:
     threads: int = 16
     metrics_file: str | None = None
     metrics_interval: float = DEFAULT_METRICS_INTERVAL
+    log_file: str | None = None
 
 
 def parse_size(text: str) -> int:
@@ -56,10 +57,20 @@ def _flag(_: str) -> bool:
     return True
 
 
-def _path(value: str) -> str:
+def _path(value: str, key: str) -> str:
+    """Absolute: a background mount serves from /."""
     if not value:
-        raise VGFSError("-o metrics_file=: expected a file path")
+        raise VGFSError(f"-o {key}=: expected a file path")
     return os.path.abspath(value)
+
+
+def metrics_path(value: str) -> str:
+    """`-o metrics_file=` or `--metrics-file`: a path ending in .prom."""
+    path = _path(value, "metrics_file")
+    if not path.endswith(".prom"):
+        raise VGFSError(f"metrics file {value}: the name must end in .prom, the only files"
+                        " node_exporter's textfile collector reads")
+    return path
 
 
 # Each option sets the MountOptions field of its name to its value as parsed here; a ValueError
@@ -73,10 +84,11 @@ OPTIONS: dict[str, Callable[[str], object]] = {
     "allow_other": _flag,
     "allow_root": _flag,
     "threads": lambda value: max(1, int(value)),
-    "metrics_file": _path,
+    "metrics_file": metrics_path,
     "metrics_interval": float,
+    "log_file": lambda value: _path(value, "log_file"),
 }
-_KNOWN = ", ".join(key if parse is _flag else f"{key}=" for key, parse in OPTIONS.items())
+KNOWN = ", ".join(key if parse is _flag else f"{key}=" for key, parse in OPTIONS.items())
 
 
 def parse_options(specs: list[str], sloppy: bool = False) -> MountOptions:
@@ -100,5 +112,5 @@ def parse_options(specs: list[str], sloppy: bool = False) -> MountOptions:
             elif sloppy:
                 log.warning("-o %s: unknown option, ignored", item)
             else:
-                raise VGFSError(f"-o {item}: unknown option (known: {_KNOWN})")
+                raise VGFSError(f"-o {item}: unknown option (known: {KNOWN})")
     return opts
