@@ -232,7 +232,8 @@ def info_text(path: Path, m: dict[str, Any]) -> str:
     lines = [f"dataset      {path}", f"format       {m['format']} (built by {m['tool']},"
              f" {m['built']})",
              f"images       {c['images']} ({c['jpegs']} JPEGs, {c['images_without_jpeg']}"
-             f" without a JPEG, {c['jpegs_without_annotations']} JPEGs without annotations)",
+             f" without a JPEG; {c['unannotated_jpegs']} JPEGs and {c['other_files']} other"
+             " files of the JPEG folders without annotations)",
              "", f"{'file':30} {'version':9} {'entries':>9} {'unknown ids':>11} {'size':>12}"]
     for name, s in sorted(m["sources"].items()):
         unknown = next((k["unknown_ids"] for k in m["kinds"].values()
@@ -242,6 +243,10 @@ def info_text(path: Path, m: dict[str, Any]) -> str:
     graph = m["kinds"].get("graph")
     if graph and graph["version"] == "composed":
         lines.append(f"graph.json is {graph['source']} ({graph['entries']} images)")
+    stored = m["annotations"]
+    lines.append(f"annotations  {stored['compressed_bytes']:,} bytes stored for"
+                 f" {stored['release_bytes']:,} of the release's"
+                 f" ({stored['compressed_bytes'] / max(stored['release_bytes'], 1):.0%})")
     views = {v: n for v, n in m.get("views", {}).items() if n}
     if views:
         lines.append("query views  " + ", ".join(f"{v} {n:,} names" for v, n in views.items()))

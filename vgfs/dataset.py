@@ -29,6 +29,7 @@ from vgfs.layout import (
     DUPSORT,
     FILE_INFO,
     FORMAT,
+    FRAMES_FILE,
     ID,
     JPEG_INDEX,
     KINDS,
@@ -101,8 +102,9 @@ class Dataset:
                            for k, v in self._txn().cursor(db=self.dbs["strays"])}
         except lmdb.Error as e:
             raise VGFSError(f"{lmdb_path}: cannot open the annotation database: {e}") from e
+        self._frames_fd = _open_file(self.path / FRAMES_FILE, "the annotations' frames")
         self._frames = Frames(lambda key: self._txn().get(key, db=self.dbs["frames"]),
-                              self.cache, self._file_name)
+                              self._frames_fd, self.cache, self._file_name)
         kinds = self.manifest["kinds"]
         self.kinds = tuple(k for k in KINDS if k in kinds)
         # Each stored kind's source file, by number: a kind's ranges are offsets into it.
@@ -112,11 +114,7 @@ class Dataset:
         self._image: SquashFSImage | None = None
         self._image_fd = -1
         if self._image_path:
-            p = self.images_path
-            try:
-                self._image_fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
-            except OSError as e:
-                raise VGFSError(f"{p}: cannot open the JPEG image: {e.strerror}") from e
+            self._image_fd = _open_file(self.images_path, "the JPEG image")
 
     @property
     def images_path(self) -> Path:
@@ -149,6 +147,7 @@ class Dataset:
 
     def close(self) -> None:
         _ENVS.release(self.env)
+        os.close(self._frames_fd)
         if self._image_fd >= 0:
             os.close(self._image_fd)
             self._image_fd = -1
@@ -330,6 +329,13 @@ class Dataset:
                 raise VGFSError(str(e)) from e
         img = self._image
         return img.read(img.lookup(path), offset, size)
+
+
+def _open_file(path: Path, what: str) -> int:
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise VGFSError(f"{path}: cannot open {what}: {e.strerror}") from e
 
 
 def _jpeg_index(raw: Buffer) -> JpegIndex:

@@ -1,12 +1,14 @@
 """Stored files as zstd frames: each FRAME bytes of a file compressed alone, with zstd's checksum
 of its content, so that any range decompresses by itself and damage is caught on every read.
 
-The build writes them (build/writer.py); the dataset and the build's own second pass read them
-through `Frames`, which keeps decompressed frames in an LRU: neighbouring images share frames.
+The build writes them (build/writer.py) into the frames file (layout.FRAMES_FILE), and indexes
+each in LMDB; the dataset and the build's own second pass read them through `Frames`, which
+keeps decompressed frames in an LRU: neighbouring images share frames.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 
@@ -14,7 +16,7 @@ import zstandard
 
 from vgfs.cache import LRUCache
 from vgfs.errors import VGFSError
-from vgfs.layout import FRAME, ZSTD_LEVEL, frame_key
+from vgfs.layout import FRAME, FRAME_AT, ZSTD_LEVEL, frame_key
 
 Buffer = bytes | memoryview
 
@@ -26,12 +28,13 @@ def compressor() -> zstandard.ZstdCompressor:
 
 
 class Frames:
-    """Ranges of stored files. `get(key)` returns a stored frame (layout.frame_key) or None;
-    `name(file_no)` names a file in errors. Safe to share between threads."""
+    """Ranges of stored files. `locate(key)` returns where a frame (layout.frame_key) sits in
+    the frames file open as `fd`, or None; `name(file_no)` names a file in errors. Safe to
+    share between threads."""
 
-    def __init__(self, get: Callable[[bytes], Buffer | None], cache: LRUCache,
+    def __init__(self, locate: Callable[[bytes], Buffer | None], fd: int, cache: LRUCache,
                  name: Callable[[int], str]) -> None:
-        self._get, self._cache, self._name = get, cache, name
+        self._locate, self._fd, self._cache, self._name = locate, fd, cache, name
         self._local = threading.local()
 
     def range(self, file_no: int, off: int, size: int) -> Buffer:
@@ -49,15 +52,20 @@ class Frames:
         key = (file_no, frame)
         data = self._cache.get(key)
         if data is None:
-            raw = self._get(frame_key(file_no, frame))
-            if raw is None:
+            at = self._locate(frame_key(file_no, frame))
+            if at is None:
                 raise VGFSError(f"{self._name(file_no)}: frame {frame} is missing from the"
                                 " annotation database")
+            offset, length = FRAME_AT.unpack(at)
+            raw = os.pread(self._fd, length, offset)
+            if len(raw) != length:
+                raise VGFSError(f"{self._name(file_no)}: frame {frame} is cut short: the"
+                                f" frames file ends at byte {offset + len(raw)}")
             try:
                 data = self._decompressor().decompress(raw)
             except zstandard.ZstdError as e:
                 raise VGFSError(f"{self._name(file_no)}: frame {frame} is damaged in the"
-                                f" annotation database ({e})") from None
+                                f" frames file ({e})") from None
             self._cache.put(key, data)
         return data
 

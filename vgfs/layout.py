@@ -5,9 +5,8 @@
         files           path of a stored file -> FILE_INFO (its number, its size). Release files
                         have their relative path; files vgfs makes (a view's counts.json) start
                         with NUL, which no path can
-        frames          file number + frame number -> one zstd frame of FRAME bytes of the file
-                        (the last one shorter), with zstd's checksum of its content: any frame
-                        decompresses alone, and damage is caught whenever it is read
+        frames          file number + frame number -> FRAME_AT: where in annotations.zst the
+                        frame of the file's FRAME bytes from there (the last one shorter) is
         images          image id -> IMAGE: per kind, where its entry sits in the kind's source
                         file (offset, length), and the sizes of the files made for the image
         jpegs           image id -> JPEG_INDEX (offset, size, sha256, crc32) [+ path in the image]
@@ -15,6 +14,11 @@
         strays          folder + "/" + name -> JPEG_INDEX [+ path]: other files of the JPEG
                         folders (GQA's n*.jpg, unannotated ids, Thumbs.db), served where they were
         view_*          the query views' inverted indexes (see query.py)
+    annotations.zst     the frames, one after the other: each a zstd frame with zstd's checksum
+                        of its content, so that it decompresses alone and damage is caught
+                        whenever it is read. A plain file, read with one pread per frame: no
+                        page of LMDB's map is wasted on them, and a read that would wait for
+                        storage can be told apart and sent to a thread, as JPEG reads are
     images.sqfs         SquashFS image of the JPEGs, unless the manifest names another one
 
 The annotations are stored once, as the release's own bytes: a per-image file is a range of its
@@ -36,8 +40,10 @@ ID = struct.Struct(">Q")
 # large enough that zstd compresses the release's JSON to about an eighth.
 FRAME = 1 << 16
 ZSTD_LEVEL = 9
-FILE_INFO = struct.Struct("<HQ")  # file number, size
-FRAME_KEY = struct.Struct(">HI")  # file number, frame number
+FILE_INFO = struct.Struct("<IQ")  # file number, size
+FRAME_KEY = struct.Struct(">II")  # file number, frame number
+FRAME_AT = struct.Struct("<QI")  # offset in FRAMES_FILE, compressed length
+FRAMES_FILE = "annotations.zst"
 # Per image: (offset, length) of its entry in each kind's source file, then the sizes of the
 # files composed for it (graph.json without scene_graphs.json, by-id/<id>.json), the first
 # attribute id that the official driver's preprocessing gives its attributes, and the size of

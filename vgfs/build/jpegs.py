@@ -175,7 +175,8 @@ def _mksquashfs(folders: list[Path], image: Path, show: bool) -> None:
     cmd = ["mksquashfs", *map(str, folders), str(image), *MKSQUASHFS_OPTS]
     if not tty:
         cmd.append("-no-progress")
-    print(f"packing JPEGs into {image.name} with mksquashfs", file=sys.stderr, flush=True)
+    if show:
+        print(f"packing JPEGs into {image.name} with mksquashfs", file=sys.stderr, flush=True)
     proc = subprocess.run(cmd, stdout=sys.stderr if tty else subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True)
     if proc.returncode != 0:

@@ -26,7 +26,7 @@ from vgfs.build.postings import Postings
 from vgfs.build.table import store_table
 from vgfs.build.writer import Writer
 from vgfs.errors import VGFSError
-from vgfs.layout import FORMAT
+from vgfs.layout import FORMAT, FRAME, ZSTD_LEVEL
 from vgfs.progress import warn
 from vgfs.release import Source, find_sources
 from vgfs.tree import RESERVED
@@ -84,6 +84,9 @@ def _build_into(release: Path, tmp: Path, image_paths: list[Path],
                              "sha256": s.sha256, "entries": s.entries}
                     for s in sources.values()},
         "kinds": kinds,
+        "annotations": {"release_bytes": sum(s.size for s in sources.values()),
+                        "compressed_bytes": writer.stored_bytes, "frame_size": FRAME,
+                        "zstd_level": ZSTD_LEVEL},
         "views": views,
         "images": images.record,
         "counts": images.counts,

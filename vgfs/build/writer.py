@@ -7,6 +7,7 @@ closed, so without both the build's peak RSS would grow with the release.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -21,7 +22,16 @@ import lmdb
 
 from vgfs.cache import LRUCache
 from vgfs.frames import Frames, compressor
-from vgfs.layout import DB_NAMES, DUPSORT, FILE_INFO, FRAME, MAX_DBS, frame_key
+from vgfs.layout import (
+    DB_NAMES,
+    DUPSORT,
+    FILE_INFO,
+    FRAME,
+    FRAME_AT,
+    FRAMES_FILE,
+    MAX_DBS,
+    frame_key,
+)
 
 COMMIT_EVERY = 2_000  # entries per LMDB write transaction: its dirty pages sit in memory
 # Every this many entries the LMDB map is remapped: pages the writes touched through the map
@@ -37,6 +47,8 @@ class Writer:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.numbers: dict[str, int] = {}  # each stored file's number, in the order stored
+        self.stored_bytes = 0  # the frames file's size so far
+        self._frames_out = open(path.parent / FRAMES_FILE, "wb")  # noqa: SIM115 - closed by close()
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="zstd")
         self._local = threading.local()
         self._open()
@@ -97,6 +109,13 @@ class Writer:
             local.cctx = compressor()  # one per thread: a zstd context is not safe to share
         return local.cctx.compress(data)
 
+    def append_frame(self, frame: bytes) -> int:
+        """Append a compressed frame to the frames file; its offset there."""
+        offset = self.stored_bytes
+        self._frames_out.write(frame)
+        self.stored_bytes += len(frame)
+        return offset
+
     @contextmanager
     def reading(self, cache_bytes: int = 32 << 20) -> Iterator[Frames]:
         """A reader of the files stored so far, through a read transaction that is renewed
@@ -114,9 +133,12 @@ class Writer:
                 txn.append(self.env.begin())
             return txn[0].get(key, db=self.dbs["frames"])
 
+        self._frames_out.flush()
+        fd = os.open(self._frames_out.name, os.O_RDONLY)
         try:
-            yield Frames(get, LRUCache(cache_bytes), lambda file_no: f"stored file {file_no}")
+            yield Frames(get, fd, LRUCache(cache_bytes), lambda file_no: f"stored file {file_no}")
         finally:
+            os.close(fd)
             if txn:
                 txn.pop().abort()
 
@@ -124,6 +146,9 @@ class Writer:
         """Flush and close; readers open the environment lock-free (it never changes), so the
         lock file is not shipped."""
         self._pool.shutdown()
+        self._frames_out.flush()
+        os.fsync(self._frames_out.fileno())
+        self._frames_out.close()
         self.env.sync(True)
         self.env.close()
         (self.path / "lock.mdb").unlink(missing_ok=True)
@@ -207,7 +232,8 @@ class StoredFile:
         with self.writer.env.begin(write=True) as txn:
             db = self.writer.dbs["frames"]
             for frame in self.ready:
-                txn.put(frame_key(self.file_no, self.frames), frame, db=db, append=True)
+                at = FRAME_AT.pack(self.writer.append_frame(frame), len(frame))
+                txn.put(frame_key(self.file_no, self.frames), at, db=db, append=True)
                 self.frames += 1
             if last:
                 txn.put(self.path.encode(), FILE_INFO.pack(self.file_no, self.size),
