@@ -9,6 +9,7 @@ kept in the LRU while it stays hot; stored frames are kept there too (dataset.py
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any
 
 import orjson
@@ -101,21 +102,24 @@ def _pretty(data: Buffer, node: Node) -> bytes:
 def readme_text(manifest: dict[str, Any]) -> str:
     """README.txt at the mount root: what this is, its versions and counts, licence, citation.
     It names only the files and views that this dataset has."""
-    import textwrap
-
     counts = manifest.get("counts", {})
     kinds = manifest.get("kinds", {})
     held = ["its JPEG (image.jpg)"] if counts.get("jpegs") else []
     if kinds:
         held.append("its annotations as JSON: " + ", ".join(
             f"{k}.json (scene graph)" if k == "graph" else f"{k}.json" for k in kinds))
-    intro = "Each image is a directory images/<image_id>/"
+    intro = ("This folder is the release folder, byte for byte: every file of the release at"
+             " its own path, as released (a *.json.zip shows as its JSON).")
+    if counts.get("jpegs"):
+        intro += (" VG_100K/ holds every JPEG of both parts (the merged folder), VG_100K_2/ the"
+                  " second part as released, with whatever else sat in those folders.")
+    intro += " Each image is also a directory images/<image_id>/"
     intro += f" holding {' and '.join(held)}." if held else "."
     if kinds:
         intro += " Each JSON file holds the image's entry of the official release file."
     if "graph" in kinds:
-        intro += (" by-id/<image_id>.json is the scene graph again, in the layout the official"
-                  " visual_genome driver reads.")
+        intro += (" by-id/<image_id>.json is what the official visual_genome driver's own"
+                  " preprocessing writes (add_attrs_to_scene_graphs, save_scene_graphs_by_id).")
     lines = ["Visual Genome, mounted by vgfs", "",
              *textwrap.wrap(intro + " The mount is read-only.", 88), "",
              f"Images: {counts.get('images', 0)}, with a JPEG: {counts.get('jpegs', 0)}", "",
@@ -142,9 +146,12 @@ def readme_text(manifest: dict[str, Any]) -> str:
                                                subsequent_indent=" " * 18)]
         lines += [
             "",
-            "Query views: <view>/<name>/<image_id> are symlinks to images/<image_id>; each",
-            "view's counts.json maps name -> number of images, most frequent first, and a",
-            "name directory's st_size is its number of images.",
+            "Query views, not listed here so that walks of the mount (find, du, updatedb) see",
+            "only the dataset, but there by name: ls by-object/dog, cd by-predicate, ...",
+            "<view>/<name>/<image_id> are symlinks to images/<image_id>; each view's",
+            "counts.json maps name -> number of images, most frequent first, and a name",
+            "directory's st_size is its number of images. Mount with -o list_views to list",
+            "them here.",
             *described,
             "Names are file names by one reversible escaping: % -> %25, / -> %2F, NUL -> %00,",
             "the dots of '.', '..' and 'counts.json' -> %2E, the empty name -> %. Spaces and",
@@ -168,29 +175,3 @@ def readme_text(manifest: dict[str, Any]) -> str:
     ]
     return "\n".join(lines)
 
-
-def compose_graph(image_id: int, attributes: dict[str, Any] | None,
-                  objects: dict[str, Any] | None,
-                  relationships: dict[str, Any] | None) -> dict[str, Any] | None:
-    """An image's graph.json in the scene_graphs.json format, for a release without that file:
-    composed from the image's attributes.json, objects.json and relationships.json entries
-    (None where a file has none). None when it has none of them."""
-    if attributes is None and objects is None and relationships is None:
-        return None
-    if attributes is not None:
-        nodes = attributes["attributes"]  # the objects again, with their attributes
-    elif objects is not None:
-        nodes = objects["objects"]
-    else:
-        nodes = []
-    edges = []
-    for r in (relationships or {}).get("relationships", []):
-        flat = {k: r[k] for k in ("relationship_id", "id", "predicate", "synsets") if k in r}
-        for end in ("subject", "object"):
-            endpoint = r.get(end)
-            if isinstance(endpoint, dict):
-                oid = endpoint.get("object_id", endpoint.get("id"))
-                if oid is not None:
-                    flat[end + "_id"] = oid
-        edges.append(flat)
-    return {"image_id": image_id, "objects": nodes, "relationships": edges}

@@ -178,8 +178,8 @@ def _serve(dataset: str, mp: Path, opts: MountOptions, on_ready: Callable[[], No
 
     cache = LRUCache(opts.cache_size)  # decompressed frames and made files share it
     ds = open_dataset(dataset, cache)
-    ops = Operations(Tree(ds), Contents(ds, cache, opts.pretty), cache, opts.uid, opts.gid,
-                     opts.umask, opts.threads)
+    ops = Operations(Tree(ds, opts.list_views), Contents(ds, cache, opts.pretty), cache,
+                     opts.uid, opts.gid, opts.umask, opts.threads)
     fsname = str(Path(dataset).absolute())
     fuse_opts = {"fsname=" + (fsname if re.fullmatch(r"[^,\s\\]+", fsname) else "vgfs"),
                  "subtype=vgfs", "ro", "default_permissions", "noatime"}

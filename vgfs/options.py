@@ -33,6 +33,7 @@ class MountOptions:
 
     cache_size: int = DEFAULT_CACHE
     pretty: bool = False
+    list_views: bool = False  # the query views are found by name; this lists them at the root
     # The mounting process's ids, taken when the options are parsed (not when imported).
     uid: int = field(default_factory=os.getuid)
     gid: int = field(default_factory=os.getgid)
@@ -78,6 +79,7 @@ def metrics_path(value: str) -> str:
 OPTIONS: dict[str, Callable[[str], object]] = {
     "cache_size": parse_size,
     "pretty": _flag,
+    "list_views": _flag,
     "uid": int,
     "gid": int,
     "umask": lambda value: int(value, 8) & 0o777,

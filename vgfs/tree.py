@@ -176,7 +176,10 @@ Listing = list[tuple[bytes, Node]]
 class Tree:
     """Lookups and listings over a dataset, each from LMDB in O(log n)."""
 
-    def __init__(self, dataset: Dataset) -> None:
+    def __init__(self, dataset: Dataset, list_views: bool = False) -> None:
+        """The query views are found by name, and listed at the root only with `list_views`:
+        a walk of the mount (find, du, rsync, updatedb) then sees the dataset, not its index,
+        which holds nine in ten of its entries (like ZFS's hidden .zfs)."""
         self.ds = dataset
         self._fixed: dict[int, Node] = {ROOT: Node(ROOT, NodeType.ROOT)}
         self._dirs: dict[int, Listing] = {}  # the listings held in memory, by inode
@@ -190,20 +193,24 @@ class Tree:
                 root.append((folder.encode(), Node(ino, NodeType.JPEG_DIR, file=folder)))
         root += self._release_nodes()
         self._counts: dict[str, Node] = {}
+        views: Listing = []
         for v, view in enumerate(VIEWS):
             counts_file = f"{VIEW_FILE_PREFIX}{view}/counts.json"
             counts = dataset.file_size(counts_file)
             if dataset.manifest.get("views", {}).get(view) and counts is not None:
-                root.append((view.encode(), Node(VIEW_BASE + v, NodeType.VIEW, view=view)))
+                views.append((view.encode(), Node(VIEW_BASE + v, NodeType.VIEW, view=view)))
                 self._counts[view] = Node(COUNTS_BASE + v, NodeType.COUNTS, file=counts_file,
                                           size=counts)
-        self._dirs[ROOT] = sorted(root, key=lambda entry: entry[0])
+        self._dirs[ROOT] = sorted(root + views if list_views else root,
+                                  key=lambda entry: entry[0])
         stats = Node(STATS, NodeType.STATS)
-        self._root_by_name = {**dict(self._dirs[ROOT]), STATS_NAME: stats}
+        self._fixed.update((node.ino, node) for _, node in views)
         for listing in self._dirs.values():
             self._fixed.update((node.ino, node) for _, node in listing)
         self._fixed.update((n.ino, n) for n in [*self._counts.values(), stats])
         self._by_name = {ino: dict(listing) for ino, listing in self._dirs.items()}
+        # Found by name, listed or not: the views, and the mount's live counters.
+        self._by_name[ROOT] = {**dict(root + views), STATS_NAME: stats}
 
     def _release_nodes(self) -> Listing:
         """The release's own files, with a node for each folder on their paths; returns the
