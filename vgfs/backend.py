@@ -6,8 +6,9 @@ the page cache, and LRU hits, are served inline. What would wait for storage (a 
 a JPEG compressed in a site's image) is answered with None, and the caller runs `jpeg` in a
 worker thread: one slow read never holds up the others.
 
-Damaged bytes never reach a reader: a JPEG's first read takes the whole file and checks its
-CRC-32 (3 µs for 140 KB with ISA-L), keeping it in the LRU for the kernel's next chunk reads.
+Damaged bytes never reach a reader: every read from storage takes the whole JPEG and checks
+its CRC-32 (3 µs for 140 KB with ISA-L), keeping it in the LRU for the kernel's next chunk
+reads, so bytes that change after a first good read are caught too (DESIGN §6).
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ class Backend:
         self.counters = dict.fromkeys(BACKEND_COUNTERS, 0)
         self._fd = dataset.image_fd
         self._nowait = True  # cleared if the image's filesystem refuses RWF_NOWAIT
-        self._verified: set[int] = set()  # keys whose bytes matched their CRC-32
         self._buf = bytearray(1 << 17)
 
     def jpeg_now(self, key: int, index: JpegIndex, off: int, size: int) -> Buffer | None:
@@ -46,12 +46,10 @@ class Backend:
             return memoryview(data)[off:off + size]
         if index.path is not None:  # compressed or fragmented in a site's image
             return None
-        if key in self._verified:
-            return self._pread_nowait(index.offset, index.size, off, size)
         whole = self._pread_nowait(index.offset, index.size, 0, index.size)
         if whole is None:
             return None
-        self._check(key, whole, index)
+        self._check(whole, index)
         if off + size < index.size:  # the kernel will ask for the next chunk
             self.cache.put(key, bytes(whole))
         return whole[off:off + size]
@@ -62,19 +60,18 @@ class Backend:
         data = self.cache.get(key)
         if data is None:
             data = self.ds.image_bytes(index, f"inode {key}")
-            self._check(key, data, index)
+            self._check(data, index)
             self.cache.put(key, data)
             self.counters["jpeg_reads_threaded"] += 1
             self.counters["jpeg_bytes"] += len(data)
         return memoryview(data)[off:off + size]
 
-    def _check(self, key: int, data: Buffer, index: JpegIndex) -> None:
+    def _check(self, data: Buffer, index: JpegIndex) -> None:
         """Damaged bytes become EIO: compare with the CRC-32 recorded at build time."""
         if crc32(data) != index.crc32:
             where = index.path or f"byte {index.offset}"
             raise VGFSError(f"{self.ds.images_path.name}: the JPEG at {where} does not match"
                             " its checksum")
-        self._verified.add(key)
 
     def _pread_nowait(self, start: int, length: int, off: int, size: int) -> memoryview | None:
         """Bytes [off, off+size) of the run at `start`, if one preadv can serve them from the

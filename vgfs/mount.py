@@ -165,6 +165,22 @@ def _warm(ds: Dataset, stop: threading.Event) -> None:
     log.info("lookup indexes warm: %d records in %.2f s", n, time.monotonic() - start)
 
 
+UPDATEDB_CONF = Path("/etc/updatedb.conf")
+
+
+def _warn_if_indexed(conf: Path) -> None:
+    """plocate's and mlocate's nightly updatedb walks every mount whose type PRUNEFS does not
+    name: say so once, rather than let it walk the dataset on every node."""
+    try:
+        text = conf.read_text(errors="replace")
+    except OSError:
+        return
+    prunefs = re.findall(r'^\s*PRUNEFS\s*=\s*"([^"]*)"', text, re.MULTILINE)
+    if not any("fuse.vgfs" in line.split() for line in prunefs):
+        log.warning("%s: PRUNEFS does not name fuse.vgfs, so updatedb will walk this mount"
+                    ' every night; add it: PRUNEFS="... fuse.vgfs"', conf)
+
+
 def _serve(dataset: str, mp: Path, opts: MountOptions, on_ready: Callable[[], None]) -> None:
     """Mount with pyfuse3 and run the trio loop until unmounted or signalled."""
     import pyfuse3
@@ -221,6 +237,7 @@ def _serve(dataset: str, mp: Path, opts: MountOptions, on_ready: Callable[[], No
                 raise VGFSError(f"metrics file {opts.metrics_file}: cannot write it:"
                                 f" {e.strerror}") from None
         log.info("mounted %s at %s", dataset, mp)
+        _warn_if_indexed(UPDATEDB_CONF)
         trio.run(main)
     except BaseExceptionGroup as group:  # a failed task: report its own error, not the group
         raise _first_leaf(group) from None
