@@ -98,18 +98,14 @@ def main(argv: list[str] | None = None) -> int:
         # stdout at /dev/null, so that the interpreter's last flush at exit does not fail too.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except VGFSError as e:
-        if args.debug:
-            raise
-        print(f"vgfs: error: {e}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("vgfs: interrupted", file=sys.stderr)
         return 130
-    except OSError as e:
+    except (VGFSError, OSError) as e:
         if args.debug:
             raise
-        print(f"vgfs: error: {_os_error(e)}", file=sys.stderr)
+        message = e if isinstance(e, VGFSError) else _os_error(e)
+        print(f"vgfs: error: {message}", file=sys.stderr)
         return 1
 
 
