@@ -18,6 +18,7 @@ from vgfs.backend import Backend, Buffer
 from vgfs.cache import LRUCache
 from vgfs.dataset import Dataset
 from vgfs.errors import VGFSError
+from vgfs.frames import WouldBlock
 from vgfs.layout import KINDS, JpegIndex
 from vgfs.tree import Node, NodeType
 
@@ -44,7 +45,11 @@ class Contents:
         """Bytes [off, off+size) of a file, or None if serving them would wait for storage."""
         if node.type in _JPEGS:
             return self.backend.jpeg_now(node.ino, self._jpeg_index(node), off, size)
-        return self.read(node, off, size)
+        try:
+            with self.ds.nowait():
+                return self.read(node, off, size)
+        except WouldBlock:
+            return None
 
     def read(self, node: Node, off: int, size: int) -> Buffer:
         """The same bytes as `read_now`, waiting for storage if need be. Raises VGFSError

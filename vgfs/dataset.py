@@ -9,12 +9,15 @@ never wrong bytes. A cache (cache.py) may keep decompressed frames.
 from __future__ import annotations
 
 import calendar
+import contextlib
 import os
 import threading
 import time
+from array import array
+from bisect import bisect_right
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import lmdb
 import orjson
@@ -41,6 +44,15 @@ from vgfs.layout import (
 from vgfs.squashfs import SquashFSError, SquashFSImage
 
 Buffer = bytes | memoryview
+
+
+# The databases that `Dataset.hold` keeps in memory.
+_HELD = ("images", "jpegs", "part2", "frames")
+
+
+class _Held(NamedTuple):
+    values: dict[bytes, bytes]  # the database, key -> value
+    ids: array | None  # its keys as image ids, ascending (LMDB's order)
 
 
 class _Environments:
@@ -103,8 +115,8 @@ class Dataset:
         except lmdb.Error as e:
             raise VGFSError(f"{lmdb_path}: cannot open the annotation database: {e}") from e
         self._frames_fd = _open_file(self.path / FRAMES_FILE, "the annotations' frames")
-        self._frames = Frames(lambda key: self._txn().get(key, db=self.dbs["frames"]),
-                              self._frames_fd, self.cache, self._file_name)
+        self._held: dict[str, _Held] = {}  # the indexes held in memory (hold)
+        self._frames = Frames(self._frame_at, self._frames_fd, self.cache, self._file_name)
         kinds = self.manifest["kinds"]
         self.kinds = tuple(k for k in KINDS if k in kinds)
         # Each stored kind's source file, by number: a kind's ranges are offsets into it.
@@ -196,15 +208,20 @@ class Dataset:
     def image(self, image_id: int) -> ImageRecord | None:
         """What the dataset knows of an image, or None when image_data.json has no such
         image."""
-        raw = self._txn().get(ID.pack(image_id), db=self.dbs["images"])
+        raw = self._get("images", image_id)
         return None if raw is None else ImageRecord.unpack(raw)
 
     def has_image(self, image_id: int) -> bool:
-        return self.image(image_id) is not None
+        return self._get("images", image_id) is not None
 
     def image_ids(self, after: int = -1, db: str = "images") -> Iterator[int]:
         """Image ids in ascending order, starting after `after`; O(log n) to start anywhere.
         `db` "jpegs" lists the images with a JPEG, "part2" those of VG_100K_2."""
+        held = self._held.get(db)
+        if held is not None:
+            ids = held.ids
+            yield from ids[bisect_right(ids, after):]
+            return
         cur = self._txn().cursor(db=self.dbs[db])
         if not cur.set_range(ID.pack(after + 1)):
             return
@@ -215,25 +232,48 @@ class Dataset:
         """The number of the file that holds a stored kind's entries."""
         return self._kind_file[kind]
 
-    def warm(self, stop: threading.Event) -> int:
-        """Read every page of the databases each lookup touches (images, jpegs) once, so that
-        the page cache holds them: the mount reads LMDB on its event loop, where a page fetched
-        from slow storage would hold up every request. Returns the records read; stops early
-        when `stop` is set."""
-        n = 0
+    def hold(self, stop: threading.Event) -> None:
+        """Copy the indexes every request reads (images, jpegs, part2 and the frames' places)
+        into memory, about 250 bytes an image: from then on no lookup, listing or read of the
+        mount touches LMDB's map, whose pages may have to come from slow storage, on the
+        event loop. The mount calls it in a thread at start; until it is done, requests read
+        LMDB. Stops early, holding nothing, when `stop` is set."""
         txn = self.env.begin(buffers=True)
+        held: dict[str, _Held] = {}
         try:
-            for name in ("images", "jpegs"):
-                for _ in txn.cursor(db=self.dbs[name]).iternext(keys=False, values=True):
-                    n += 1
-                    if n % 1024 == 0 and stop.is_set():
-                        return n
+            for name in _HELD:
+                values: dict[bytes, bytes] = {}
+                for n, (key, value) in enumerate(txn.cursor(db=self.dbs[name])):
+                    values[bytes(key)] = bytes(value)
+                    if n % 4096 == 0 and stop.is_set():
+                        return
+                ids = array("Q", (ID.unpack(k)[0] for k in values)) if name != "frames" else None
+                held[name] = _Held(values, ids)
         finally:
             txn.abort()
-        return n
+        self._held = held  # one assignment: a request sees all or nothing
+
+    def nowait(self) -> contextlib.AbstractContextManager[None]:
+        """Within: a stored range that would wait for storage raises frames.WouldBlock."""
+        return self._frames.nowait()
+
+    @property
+    def held(self) -> bool:
+        """The indexes are in memory (hold): a lookup or listing touches no storage."""
+        return bool(self._held)
+
+    def _get(self, db: str, image_id: int) -> Buffer | None:
+        held = self._held.get(db)
+        key = ID.pack(image_id)
+        return held.values.get(key) if held is not None else self._txn().get(key, db=self.dbs[db])
+
+    def _frame_at(self, key: bytes) -> Buffer | None:
+        held = self._held.get("frames")
+        return held.values.get(key) if held is not None else self._txn().get(
+            key, db=self.dbs["frames"])
 
     def in_part2(self, image_id: int) -> bool:
-        return self._txn().get(ID.pack(image_id), db=self.dbs["part2"]) is not None
+        return self._get("part2", image_id) is not None
 
     def entry_bytes(self, kind: str, image_id: int) -> Buffer | None:
         """The release's own bytes of an image's entry in a stored kind, or None."""
@@ -303,7 +343,7 @@ class Dataset:
 
     def jpeg_index(self, image_id: int) -> JpegIndex | None:
         """Where the image's JPEG is, or None when it has none."""
-        raw = self._txn().get(ID.pack(image_id), db=self.dbs["jpegs"])
+        raw = self._get("jpegs", image_id)
         return None if raw is None else _jpeg_index(raw)
 
     def jpeg(self, image_id: int) -> bytes | None:

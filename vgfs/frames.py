@@ -8,9 +8,11 @@ keeps decompressed frames in an LRU: neighbouring images share frames.
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import zstandard
 
@@ -27,15 +29,21 @@ def compressor() -> zstandard.ZstdCompressor:
                                     write_content_size=True)
 
 
+class WouldBlock(Exception):
+    """A read in `Frames.nowait` mode needs storage: serve it again from a worker thread."""
+
+
 class Frames:
     """Ranges of stored files. `locate(key)` returns where a frame (layout.frame_key) sits in
     the frames file open as `fd`, or None; `name(file_no)` names a file in errors. Safe to
-    share between threads."""
+    share between threads. Inside `nowait()`, a frame that is in neither the cache nor the
+    page cache raises WouldBlock instead of waiting for storage."""
 
     def __init__(self, locate: Callable[[bytes], Buffer | None], fd: int, cache: LRUCache,
                  name: Callable[[int], str]) -> None:
         self._locate, self._fd, self._cache, self._name = locate, fd, cache, name
         self._local = threading.local()
+        self._can_nowait = True  # cleared if the frames file's filesystem refuses RWF_NOWAIT
 
     def range(self, file_no: int, off: int, size: int) -> Buffer:
         """`size` bytes of file `file_no` from `off`: zero-copy inside one frame."""
@@ -57,7 +65,7 @@ class Frames:
                 raise VGFSError(f"{self._name(file_no)}: frame {frame} is missing from the"
                                 " annotation database")
             offset, length = FRAME_AT.unpack(at)
-            raw = os.pread(self._fd, length, offset)
+            raw = self._pread(offset, length)
             if len(raw) != length:
                 raise VGFSError(f"{self._name(file_no)}: frame {frame} is cut short: the"
                                 f" frames file ends at byte {offset + len(raw)}")
@@ -68,6 +76,34 @@ class Frames:
                                 f" frames file ({e})") from None
             self._cache.put(key, data)
         return data
+
+    @contextmanager
+    def nowait(self) -> Iterator[None]:
+        """Within: no read waits for storage (this thread only)."""
+        self._local.nowait = True
+        try:
+            yield
+        finally:
+            self._local.nowait = False
+
+    def _pread(self, offset: int, length: int) -> bytes:
+        if not getattr(self._local, "nowait", False):
+            return os.pread(self._fd, length, offset)
+        if not self._can_nowait:
+            raise WouldBlock
+        buf = bytearray(length)
+        try:
+            got = os.preadv(self._fd, [buf], offset, os.RWF_NOWAIT)
+        except BlockingIOError:
+            raise WouldBlock from None
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            self._can_nowait = False  # this filesystem cannot tell: always a thread
+            raise WouldBlock from None
+        if got != length:  # partly cached, or cut short: the blocking read tells which
+            raise WouldBlock
+        return bytes(buf)
 
     def _decompressor(self) -> zstandard.ZstdDecompressor:
         """One per thread: a zstd context is not safe to share."""

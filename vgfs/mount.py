@@ -155,14 +155,15 @@ def _detach_stdio(keep_stderr: bool) -> None:
     os.close(devnull)
 
 
-def _warm(ds: Dataset, stop: threading.Event) -> None:
+def _hold(ds: Dataset, stop: threading.Event) -> None:
     start = time.monotonic()
     try:
-        n = ds.warm(stop)
-    except Exception as e:  # noqa: BLE001 - only a cache warm-up: the mount serves without it
-        log.warning("warming the lookup indexes failed: %s", e)
+        ds.hold(stop)
+    except Exception as e:  # noqa: BLE001 - the mount serves from LMDB without them
+        log.warning("holding the indexes in memory failed: %s", e)
         return
-    log.info("lookup indexes warm: %d records in %.2f s", n, time.monotonic() - start)
+    if not stop.is_set():
+        log.info("indexes held in memory after %.2f s", time.monotonic() - start)
 
 
 UPDATEDB_CONF = Path("/etc/updatedb.conf")
@@ -223,10 +224,10 @@ def _serve(dataset: str, mp: Path, opts: MountOptions, on_ready: Callable[[], No
             nursery.cancel_scope.cancel()
 
     # Lookups read LMDB on the loop: fetch the pages they need now, off the loop.
-    stop_warming = threading.Event()
-    warming = threading.Thread(target=_warm, args=(ds, stop_warming), name="vgfs-warm",
+    stop_holding = threading.Event()
+    holding = threading.Thread(target=_hold, args=(ds, stop_holding), name="vgfs-hold",
                                daemon=True)
-    warming.start()
+    holding.start()
     try:
         if opts.metrics_file:
             # Written once before the mount is reported ready: a path that cannot be written
@@ -244,8 +245,8 @@ def _serve(dataset: str, mp: Path, opts: MountOptions, on_ready: Callable[[], No
     finally:
         _notify_systemd("STOPPING=1")
         pyfuse3.close(unmount=True)
-        stop_warming.set()
-        warming.join()  # it reads the environment that close() frees
+        stop_holding.set()
+        holding.join()  # it reads the environment that close() frees
         ds.close()
         if opts.metrics_file:
             # Gone with the mount: frozen counters in the file would look like a live mount.
