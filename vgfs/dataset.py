@@ -166,6 +166,14 @@ class Dataset:
         if self._image is not None:
             self._image.close()
 
+    def __getstate__(self) -> dict[str, Any]:
+        """What a worker process needs to open the dataset again (a DataLoader with the
+        "spawn" start method pickles its dataset): the folder and the cache's size."""
+        return {"path": self.path, "cache_bytes": self.cache.max_bytes}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["path"], LRUCache(state["cache_bytes"]))  # type: ignore[misc]
+
     def __enter__(self) -> Dataset:
         return self
 
@@ -211,8 +219,12 @@ class Dataset:
         raw = self._get("images", image_id)
         return None if raw is None else ImageRecord.unpack(raw)
 
-    def has_image(self, image_id: int) -> bool:
+    def in_image_data(self, image_id: int) -> bool:
+        """image_data.json has this image (it may still have no JPEG: see has_jpeg)."""
         return self._get("images", image_id) is not None
+
+    def has_jpeg(self, image_id: int) -> bool:
+        return self._get("jpegs", image_id) is not None
 
     def image_ids(self, after: int = -1, db: str = "images") -> Iterator[int]:
         """Image ids in ascending order, starting after `after`; O(log n) to start anywhere.
@@ -263,6 +275,9 @@ class Dataset:
         return bool(self._held)
 
     def _get(self, db: str, image_id: int) -> Buffer | None:
+        if not isinstance(image_id, int) or isinstance(image_id, bool):
+            raise TypeError(f"an image id is an int, not {type(image_id).__name__}"
+                            f" {image_id!r}")
         held = self._held.get(db)
         key = ID.pack(image_id)
         return held.values.get(key) if held is not None else self._txn().get(key, db=self.dbs[db])

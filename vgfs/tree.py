@@ -296,7 +296,7 @@ class Tree:
             return self._lookup_view(VIEWS[parent - VIEW_BASE], name)
         if parent == IMAGES:
             image_id = parse_id(name)
-            exists = image_id is not None and self.ds.has_image(image_id)
+            exists = image_id is not None and self.ds.in_image_data(image_id)
             return _image_dir(image_id) if exists else None
         if parent == BY_ID:
             image_id = parse_id(name[:-5]) if name.endswith(b".json") else None
