@@ -572,9 +572,6 @@ def two_thumbs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path,
         yield rel, mp
 
 
-@pytest.mark.xfail(strict=True, reason="tree.py Tree._stray_nodes adds the second part's strays"
-                   " to VG_100K/ even where VG_100K/ has a file of that name: the name is"
-                   " listed twice and VG_100K/Thumbs.db serves VG_100K_2/Thumbs.db")
 def test_a_name_in_both_jpeg_folders(two_thumbs: tuple[Path, Path]) -> None:
     """Each folder's own file stays where it was: VG_100K/Thumbs.db is the release's
     VG_100K/Thumbs.db, listed once."""

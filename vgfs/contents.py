@@ -130,7 +130,8 @@ def readme_text(manifest: dict[str, Any]) -> str:
              f"Images: {counts.get('images', 0)}, with a JPEG: {counts.get('jpegs', 0)}", "",
              "Sources (file, detected version, entries):"]
     for name, src in sorted(manifest.get("sources", {}).items()):
-        lines.append(f"  {name:28} v{src['version']:8} {src['entries']}")
+        version = f"v{src['version']}" if src["version"] != "unknown" else "-"
+        lines.append(f"  {name:28} {version:9} {src['entries']}")
     graph = kinds.get("graph")
     if graph and graph.get("version") == "composed":
         lines.append(f"  graph.json is {graph['source']}.")

@@ -243,7 +243,8 @@ class Tree:
             folder, _, name = path.partition("/")
             node = Node(STRAY_BASE + i, NodeType.STRAY, file=path, size=index.size)
             out[folder].append((name.encode(), node))
-            if folder == IMAGE_DIRS[1]:
+            # The second part's files show in the merged folder too, unless it has its own.
+            if folder == IMAGE_DIRS[1] and f"{IMAGE_DIRS[0]}/{name}" not in self.ds.strays:
                 out[IMAGE_DIRS[0]].append((name.encode(), node))
             self._fixed[node.ino] = node
         for listing in out.values():
