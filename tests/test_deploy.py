@@ -39,7 +39,7 @@ import vgfs.contents  # noqa: F401
 import vgfs.dataset
 import vgfs.fs
 import vgfs.tree
-from tests.conftest import BIN, force_unmount, mounted, vgfs, wait_for
+from tests.conftest import BIN, force_unmount, gone, mounted, vgfs, wait_for
 from vgfs import cli
 from vgfs.mount import mounted_fs
 from vgfs.options import parse_options
@@ -110,14 +110,6 @@ def other_user() -> Iterator[pwd.struct_passwd]:
         yield pwd.getpwnam(name)
     finally:
         subprocess.run(["userdel", name], check=True)
-
-
-def _gone(pid: int) -> bool:
-    """The process has exited (a zombie nobody reaps yet counts as exited)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
 
 
 def _daemon_pid(mp: Path) -> int:
@@ -312,7 +304,7 @@ def test_fstab_mount_and_umount(real_dataset: Path, tmp_path: Path, installed: N
                 pid = _daemon_pid(mp)
                 subprocess.run(["umount", str(mp)], check=True, capture_output=True)
                 assert mounted_fs(mp) is None
-                wait_for("the daemon to exit", lambda: _gone(pid))  # noqa: B023
+                wait_for("the daemon to exit", lambda: gone(pid))  # noqa: B023
             finally:
                 force_unmount(mp)
 
@@ -413,7 +405,7 @@ def test_background_mount_logs_to_the_journal(real_dataset: Path, tmp_path: Path
             pid = _daemon_pid(mp)
         finally:
             force_unmount(mp)
-        wait_for("the daemon to exit", lambda: _gone(pid))  # noqa: B023
+        wait_for("the daemon to exit", lambda: gone(pid))  # noqa: B023
         assert (f"unmounted {mp}" in log.read_text()) == journal
 
 

@@ -23,10 +23,16 @@ from vgfs.errors import VGFSError
 from vgfs.metrics import metrics_text, write_metrics
 
 if TYPE_CHECKING:
+    import trio
+
     from vgfs.dataset import Dataset
     from vgfs.options import MountOptions
 
 log = logging.getLogger("vgfs")
+
+# After a signal, requests in flight get this long to finish; then they fail, so that a read
+# stuck in storage cannot hold up the unmount (and every request queued behind it).
+SHUTDOWN_GRACE = 2.0
 
 
 def mounted_fs(mountpoint: str | os.PathLike) -> str | None:
@@ -203,7 +209,7 @@ def _serve(dataset: str, mp: Path, opts: MountOptions, on_ready: Callable[[], No
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_on_signals, pyfuse3)
+            nursery.start_soon(_on_signals, pyfuse3, nursery.cancel_scope)
             nursery.start_soon(_when_answering, mp, on_ready)
             if opts.metrics_file:
                 nursery.start_soon(_write_metrics_every, opts.metrics_file,
@@ -231,10 +237,18 @@ def _serve(dataset: str, mp: Path, opts: MountOptions, on_ready: Callable[[], No
         raise _first_leaf(group) from None
     finally:
         _notify_systemd("STOPPING=1")
+        # Closing the FUSE fd first fails whatever the kernel still waits for; the unmount is
+        # lazy (MNT_DETACH, or fusermount3 -z) if the mount point is busy.
         pyfuse3.close(unmount=True)
         stop_warming.set()
-        warming.join()  # it reads the environment that close() frees
-        ds.close()
+        warming.join(SHUTDOWN_GRACE)
+        # An abandoned read keeps its limiter token until it returns (trio documents it).
+        stuck = ops.limiter.borrowed_tokens + warming.is_alive()
+        if stuck:
+            # They still use the dataset's map and fds: the exit frees those, not close().
+            log.warning("%d storage reads still hang; leaving them to the exit", stuck)
+        else:
+            ds.close()
         if opts.metrics_file:
             # Gone with the mount: frozen counters in the file would look like a live mount.
             with contextlib.suppress(OSError):
@@ -249,14 +263,20 @@ def _first_leaf(group: BaseExceptionGroup) -> BaseException:
     return error
 
 
-async def _on_signals(pyfuse3: Any) -> None:
+async def _on_signals(pyfuse3: Any, serving: trio.CancelScope) -> None:
+    """On SIGTERM, SIGINT or SIGHUP take no more requests; cancel those still in flight after
+    SHUTDOWN_GRACE seconds, or at a second signal. Their worker threads are abandoned on
+    cancel, so that pyfuse3.main returns and the mount goes even while a read hangs."""
     import trio
 
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-        async for signum in signals:
-            log.info("signal %s: unmounting", signal.Signals(signum).name)
-            pyfuse3.terminate()
-            return
+        signum = await anext(signals)
+        log.info("signal %s: unmounting", signal.Signals(signum).name)
+        pyfuse3.terminate()
+        with trio.move_on_after(SHUTDOWN_GRACE):
+            await anext(signals)
+    log.warning("requests still in flight: failing them")
+    serving.cancel()
 
 
 async def _when_answering(mp: Path, on_ready: Callable[[], None]) -> None:
@@ -264,7 +284,7 @@ async def _when_answering(mp: Path, on_ready: Callable[[], None]) -> None:
     request that only the running loop can answer."""
     import trio
 
-    await trio.to_thread.run_sync(os.stat, mp)
+    await trio.to_thread.run_sync(os.stat, mp, abandon_on_cancel=True)
     on_ready()
 
 
@@ -290,7 +310,7 @@ async def _write_metrics_every(path: str, interval: float, text: Callable[[], st
         await trio.sleep(interval)
         try:
             # The snapshot is taken here, in the loop; only the file write goes to a thread.
-            await trio.to_thread.run_sync(write_metrics, path, text())
+            await trio.to_thread.run_sync(write_metrics, path, text(), abandon_on_cancel=True)
         except OSError as e:
             log.warning("metrics file %s: %s", path, e.strerror)
 
