@@ -69,6 +69,8 @@ def test_parse_size_errors(text: str) -> None:
     ("metrics_interval=soon", "-o metrics_interval=soon: expected a number"),
     ("umask=9", "-o umask=9: expected a number"),  # octal
     ("gid=", "-o gid=: expected a number"),
+    ("uid=-1", "-o uid=-1: expected a user id from 0 to 4294967294"),
+    ("gid=4294967295", "-o gid=4294967295: expected a group id from 0 to 4294967294"),
     ("cache_size=big", "-o cache_size=big: not a size"),
     ("metrics_file=", "-o metrics_file=: expected a file path")])
 def test_bad_values(item: str, message: str) -> None:

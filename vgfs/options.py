@@ -24,6 +24,8 @@ MOUNT8_ONLY = {"_netdev", "nofail", "auto", "noauto", "user", "users", "nouser",
                "lazytime", "nolazytime", "nodiratime", "diratime", "async", "sync", "dirsync",
                "iversion", "noiversion", "mand", "nomand", "silent", "loud",
                "default_permissions"}
+# uid_t and gid_t are 32 bits, and the kernel reads the last value, (uid_t)-1, as "no id".
+ID_MAX = 2**32 - 2
 _SIZE = re.compile(r"(\d+)([KMGT]?)(i?B?)?", re.IGNORECASE)
 
 
@@ -56,6 +58,16 @@ def _flag(_: str) -> bool:
     return True
 
 
+def _id(key: str, what: str) -> Callable[[str], int]:
+    """The parser of uid= or gid=: a number outside what FUSE can carry is refused here."""
+    def parse(value: str) -> int:
+        n = int(value)
+        if not 0 <= n <= ID_MAX:
+            raise VGFSError(f"-o {key}={value}: expected a {what} id from 0 to {ID_MAX}")
+        return n
+    return parse
+
+
 def _path(value: str) -> str:
     if not value:
         raise VGFSError("-o metrics_file=: expected a file path")
@@ -67,8 +79,8 @@ def _path(value: str) -> str:
 OPTIONS: dict[str, Callable[[str], object]] = {
     "cache_size": parse_size,
     "pretty": _flag,
-    "uid": int,
-    "gid": int,
+    "uid": _id("uid", "user"),
+    "gid": _id("gid", "group"),
     "umask": lambda value: int(value, 8) & 0o777,
     "allow_other": _flag,
     "allow_root": _flag,
