@@ -68,6 +68,12 @@ def _id(key: str, what: str) -> Callable[[str], int]:
     return parse
 
 
+def _umask(value: str) -> int:
+    if not re.fullmatch(r"[0-7]+", value):
+        raise VGFSError(f"-o umask={value}: expected an octal number such as 022")
+    return int(value, 8) & 0o777
+
+
 def _path(value: str) -> str:
     if not value:
         raise VGFSError("-o metrics_file=: expected a file path")
@@ -81,7 +87,7 @@ OPTIONS: dict[str, Callable[[str], object]] = {
     "pretty": _flag,
     "uid": _id("uid", "user"),
     "gid": _id("gid", "group"),
-    "umask": lambda value: int(value, 8) & 0o777,
+    "umask": _umask,
     "allow_other": _flag,
     "allow_root": _flag,
     "threads": lambda value: max(1, int(value)),
