@@ -289,6 +289,23 @@ def test_sigterm_unmounts_and_umount_cleans_up_after_sigkill(real_dataset: Path,
             force_unmount(mp)
 
 
+def test_umount_refuses_what_is_not_vgfs(real_dataset: Path, tmp_path: Path) -> None:
+    """Another FUSE filesystem (squashfuse of the dataset's own image) is not vgfs's to
+    unmount: refused in one sentence, and it stays mounted."""
+    mp = tmp_path / "squashfuse"
+    mp.mkdir()
+    subprocess.run(["squashfuse", str(real_dataset / "images.sqfs"), str(mp)], check=True)
+    try:
+        assert mounted_fs(mp) == "fuse.squashfuse"
+        r = vgfs("umount", str(mp), check=False)
+        assert r.returncode == 1
+        assert r.stderr == f"vgfs: error: {mp}: fuse.squashfuse is mounted there, not vgfs\n"
+        assert mounted_fs(mp) == "fuse.squashfuse"
+    finally:
+        subprocess.run(["fusermount3", "-u", "-z", str(mp)], check=False)
+        assert mounted_fs(mp) is None
+
+
 def test_mount_failures_name_the_reason(real_dataset: Path, tmp_path: Path) -> None:
     mp = tmp_path / "mp"
     mp.mkdir()

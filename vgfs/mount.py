@@ -33,6 +33,7 @@ log = logging.getLogger("vgfs")
 # After a signal, requests in flight get this long to finish; then they fail, so that a read
 # stuck in storage cannot hold up the unmount (and every request queued behind it).
 SHUTDOWN_GRACE = 2.0
+FSTYPE = "fuse.vgfs"  # a vgfs mount's type in /proc/self/mountinfo, dead or alive
 
 
 def mounted_fs(mountpoint: str | os.PathLike) -> str | None:
@@ -321,7 +322,7 @@ def umount(mountpoint: str, timeout: float = 10.0) -> None:
     fs = mounted_fs(mp)
     if fs is None:
         raise VGFSError(f"{mp}: nothing is mounted there")
-    if not fs.startswith("fuse"):
+    if fs != FSTYPE:  # another FUSE filesystem included: not ours to unmount
         raise VGFSError(f"{mp}: {fs} is mounted there, not vgfs")
     tool = shutil.which("fusermount3") or shutil.which("fusermount")
     attempts = [[tool, "-u", mp], [tool, "-u", "-z", mp]] if tool else []
@@ -334,7 +335,7 @@ def umount(mountpoint: str, timeout: float = 10.0) -> None:
             break
         last = proc.stderr.strip()
     deadline = time.monotonic() + timeout
-    while (mounted_fs(mp) or "").startswith("fuse"):  # what is left below may be autofs
+    while mounted_fs(mp) == FSTYPE:  # what is left below may be autofs
         if time.monotonic() > deadline:
             raise VGFSError(f"{mp}: could not unmount ({last or 'still mounted'})")
         time.sleep(0.05)
