@@ -18,7 +18,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import JPEGS, RELEASE, force_unmount, image_id_of, mounted, vgfs
+from tests.conftest import (
+    JPEGS,
+    RELEASE,
+    force_unmount,
+    gone,
+    image_id_of,
+    mounted,
+    vgfs,
+    wait_for,
+)
 from vgfs.dataset import open_dataset
 from vgfs.layout import FORMAT
 from vgfs.mount import mounted_fs
@@ -287,6 +296,21 @@ def test_sigterm_unmounts_and_umount_cleans_up_after_sigkill(real_dataset: Path,
                     p.kill()
                     p.wait()
             force_unmount(mp)
+
+
+def test_mounting_over_a_dead_mount_says_how_to_clear_it(real_dataset: Path,
+                                                        tmp_path: Path) -> None:
+    """A daemon killed with SIGKILL leaves a dead mount, whose root the kernel may still stat
+    from its cache: mounting there, or below it, names the dead mount and how to clear it."""
+    with mounted(real_dataset, tmp_path / "mp") as mp:
+        pid = json.loads(vgfs("stats", str(mp), "--json").stdout)["pid"]
+        os.kill(pid, signal.SIGKILL)
+        wait_for("the daemon to die", lambda: gone(pid))
+        for target in (mp, mp / "images"):
+            r = vgfs("mount", str(real_dataset), str(target), check=False)
+            assert (r.returncode, r.stderr) == (1, f"vgfs: error: {mp}: a dead FUSE mount is"
+                                                   " there (its process is gone); run `vgfs"
+                                                   f" umount {mp}` first\n"), target
 
 
 def test_umount_refuses_what_is_not_vgfs(real_dataset: Path, tmp_path: Path) -> None:

@@ -54,21 +54,33 @@ def mounted_fs(mountpoint: str | os.PathLike) -> str | None:
 def check_mountpoint(mountpoint: Path) -> None:
     try:
         st = os.stat(mountpoint)
+        if not stat.S_ISDIR(st.st_mode):
+            raise VGFSError(f"{mountpoint}: mount point is not a directory")
+        # autofs is what a systemd .automount (or automount(8)) leaves there for us to mount
+        # over. Anything else: is it alive? The kernel may answer stat from its cache even for
+        # a dead FUSE mount, never statfs.
+        if mounted_fs(mountpoint) not in (None, "autofs"):
+            os.statvfs(mountpoint)
+            raise VGFSError(f"{mountpoint}: something is already mounted there")
+        if any(os.scandir(mountpoint)):
+            raise VGFSError(f"{mountpoint}: mount point is not empty")
     except OSError as e:
         if e.errno == errno.ENOTCONN:
-            raise VGFSError(f"{mountpoint}: a dead FUSE mount is still there; run"
-                            f" `vgfs umount {mountpoint}` first") from None
+            raise VGFSError(_dead_mount(mountpoint)) from None
         raise VGFSError(f"{mountpoint}: mount point not usable: {e.strerror}") from None
-    if not stat.S_ISDIR(st.st_mode):
-        raise VGFSError(f"{mountpoint}: mount point is not a directory")
-    # autofs is what a systemd .automount (or automount(8)) leaves there for us to mount over.
-    if mounted_fs(mountpoint) not in (None, "autofs"):
-        raise VGFSError(f"{mountpoint}: something is already mounted there")
-    if any(os.scandir(mountpoint)):
-        raise VGFSError(f"{mountpoint}: mount point is not empty")
     if not os.access("/dev/fuse", os.R_OK | os.W_OK):
         raise VGFSError("/dev/fuse: not available; load the fuse kernel module (modprobe fuse),"
                         " or give the container the device")
+
+
+def _dead_mount(path: Path) -> str:
+    """What to say of the dead FUSE mount (its process gone: ENOTCONN) at or above `path`."""
+    for dead in (path, *path.parents):  # / is always mounted: the loop always breaks
+        fs = mounted_fs(dead)
+        if fs is not None:
+            break
+    fix = f"vgfs umount {dead}" if fs == FSTYPE else f"fusermount3 -u -z {dead}"
+    return f"{dead}: a dead FUSE mount is there (its process is gone); run `{fix}` first"
 
 
 def _check_allow_other(opts: MountOptions) -> None:
