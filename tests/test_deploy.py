@@ -462,12 +462,19 @@ def _as_user(user: pwd.struct_passwd, fn: Callable[[], int]) -> tuple[int, str]:
     return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), err
 
 
-def test_allow_other_for_a_user_needs_user_allow_other(real_dataset: Path, public_dir: Path,
-                                                       other_user: pwd.struct_passwd) -> None:
+@pytest.fixture(scope="module")
+def public_dataset(real_dataset: Path, public_dir: Path) -> Path:
+    """A copy of the real dataset that every user can read."""
     dataset = public_dir / "dataset"
     shutil.copytree(real_dataset, dataset)
     for path in [dataset, *dataset.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)
+    return dataset
+
+
+def test_allow_other_for_a_user_needs_user_allow_other(public_dataset: Path, public_dir: Path,
+                                                       other_user: pwd.struct_passwd) -> None:
+    dataset = public_dataset
     mp = public_dir / "user-mp"
     mp.mkdir()
     os.chown(mp, other_user.pw_uid, other_user.pw_gid)
@@ -483,6 +490,26 @@ def test_allow_other_for_a_user_needs_user_allow_other(real_dataset: Path, publi
                                                                "-o", "allow_other"]))
         # Past the fuse.conf check; a container may still keep /dev/fuse from other users
         # (udev makes it 0666 on a host, and libfuse needs to open it).
-        assert code == 0 or "/dev/fuse: not available" in err, err
+        assert code == 0 or "/dev/fuse: permission denied" in err, err
     # The owner of the files is whoever mounts, as the options are parsed, not root.
     assert _as_user(other_user, lambda: parse_options([]).uid - other_user.pw_uid) == (0, "")
+
+
+def test_dev_fuse_closed_to_the_user_says_so(public_dataset: Path, public_dir: Path,
+                                             other_user: pwd.struct_passwd) -> None:
+    """/dev/fuse present but not open to the user (mode 0600, as in many containers): the
+    mount says permission denied and what to change, not that the kernel module is missing."""
+    mp = public_dir / "denied-mp"
+    mp.mkdir()
+    os.chown(mp, other_user.pw_uid, other_user.pw_gid)
+    dev = Path("/dev/fuse")
+    mode = dev.stat().st_mode & 0o7777
+    dev.chmod(0o600)
+    try:
+        code, err = _as_user(other_user, lambda: cli.main(["mount", str(public_dataset),
+                                                           str(mp)]))
+    finally:
+        dev.chmod(mode)
+    assert code == 1 and err.startswith("vgfs: error: /dev/fuse: permission denied (mode 0600,"
+                                        " owner root") and "module" not in err, err
+    assert err.count("\n") == 1 and mounted_fs(mp) is None

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import grp
 import logging
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -68,9 +70,37 @@ def check_mountpoint(mountpoint: Path) -> None:
         if e.errno == errno.ENOTCONN:
             raise VGFSError(_dead_mount(mountpoint)) from None
         raise VGFSError(f"{mountpoint}: mount point not usable: {e.strerror}") from None
-    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
-        raise VGFSError("/dev/fuse: not available; load the fuse kernel module (modprobe fuse),"
-                        " or give the container the device")
+    _check_dev_fuse()
+
+
+def _check_dev_fuse(dev: str = "/dev/fuse") -> None:
+    """Open the device as libfuse will, read-write (no side effect until a mount uses it), and
+    say what stands in the way: a missing module, a container's device rules or the mode."""
+    try:
+        os.close(os.open(dev, os.O_RDWR | os.O_CLOEXEC))
+        return
+    except FileNotFoundError:
+        why = ("not found; load the fuse kernel module (modprobe fuse), or give the container"
+               " the device")
+    except PermissionError as e:
+        if e.errno == errno.EACCES:
+            why = _mode_denies(dev)
+        else:  # EPERM: the mode allows it, a device cgroup (a container's) does not
+            why = "not permitted here; give the container the device"
+    except OSError as e:  # ENODEV or ENXIO: the device node without its driver
+        why = f"{e.strerror}; load the fuse kernel module (modprobe fuse)"
+    raise VGFSError(f"{dev}: {why}")
+
+
+def _mode_denies(dev: str) -> str:
+    st = os.stat(dev)
+    try:
+        owner = f"{pwd.getpwuid(st.st_uid).pw_name}:{grp.getgrgid(st.st_gid).gr_name}"
+    except KeyError:
+        owner = f"{st.st_uid}:{st.st_gid}"
+    return (f"permission denied (mode {stat.S_IMODE(st.st_mode):04o}, owner {owner}); this"
+            " user needs to read and write it: make it 0666 (udev's default), or add the user"
+            " to its group and make it 0660")
 
 
 def _dead_mount(path: Path) -> str:
