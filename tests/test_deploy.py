@@ -344,9 +344,16 @@ def test_automount_point(real_dataset: Path, tmp_path: Path) -> None:
     mp = tmp_path / "vg"
     mp.mkdir()
     r, w = os.pipe()
-    subprocess.run(["mount", "-t", "autofs", "-o", f"fd={w},pgrp={os.getpgrp()},minproto=5,"
-                    "maxproto=5,direct", "vgfs-test", str(mp)], pass_fds=(w,), check=True)
+    autofs = subprocess.run(["mount", "-t", "autofs", "-o", f"fd={w},pgrp={os.getpgrp()},"
+                             "minproto=5,maxproto=5,direct", "vgfs-test", str(mp)],
+                            pass_fds=(w,), capture_output=True, text=True)
     os.close(w)
+    if autofs.returncode != 0:
+        os.close(r)
+        # mount(8) had the kernel load autofs if it can: listed now, or the kernel has none.
+        if "autofs" not in Path("/proc/filesystems").read_text().split():
+            pytest.skip("this kernel has no autofs")
+        raise AssertionError(f"mount -t autofs failed ({autofs.returncode}): {autofs.stderr}")
     autofs_root = os.open(mp, os.O_RDONLY | os.O_DIRECTORY)
     user = None
     try:
