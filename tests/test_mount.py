@@ -7,6 +7,7 @@ import hashlib
 import json
 import mmap
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -350,6 +351,28 @@ def test_mount_failures_name_the_reason(real_dataset: Path, tmp_path: Path) -> N
     r = vgfs("mount", str(real_dataset), str(mp), "-o", "bogus", check=False)
     assert r.returncode != 0 and "bogus" in r.stderr
     assert mounted_fs(mp) is None
+
+
+@pytest.mark.parametrize("key", ["tool", "built", "sources", "kinds", "whole_files", "images",
+                                 "counts"])
+def test_manifest_without_a_key_is_named(real_dataset: Path, tmp_path: Path, key: str) -> None:
+    """A manifest that lacks a key the code reads: `vgfs mount` and `vgfs info` name the file
+    and the key in one sentence, and say to rebuild; no traceback."""
+    dataset = Path(shutil.copytree(real_dataset, tmp_path / "dataset"))
+    manifest = json.loads((dataset / "manifest.json").read_bytes())
+    del manifest[key]
+    (dataset / "manifest.json").write_text(json.dumps(manifest))
+    mp = tmp_path / "mp"
+    mp.mkdir()
+    try:
+        for args in (["info", str(dataset)], ["mount", str(dataset), str(mp)]):
+            r = vgfs(*args, check=False)
+            assert (r.returncode, r.stderr) == (1, f"vgfs: error: {dataset}/manifest.json: no"
+                                                   f" `{key}`, so it is incomplete or damaged;"
+                                                   " rebuild the dataset with `vgfs build`\n")
+        assert mounted_fs(mp) is None
+    finally:
+        force_unmount(mp)
 
 
 def _rss_kib(pid: int) -> dict[str, int]:
