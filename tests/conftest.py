@@ -168,6 +168,14 @@ def write_v10_release(tmp_path: Path) -> Path:
     return rel
 
 
+def gone(pid: int) -> bool:
+    """The process has exited (a zombie nobody reaps yet counts as exited)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
 def wait_for(what: str, condition: Callable[[], object], timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while not condition():

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import damage_record, drop_cache, force_unmount, mounted, vgfs
+from tests.conftest import damage_record, drop_cache, force_unmount, gone, mounted, vgfs, wait_for
 from vgfs.build import build
 from vgfs.dataset import open_dataset
 from vgfs.mount import mounted_fs
@@ -216,6 +216,7 @@ def eio_layer(dataset: Path, tmp_path: Path) -> Iterator[tuple[Path, Path]]:
             time.sleep(0.05)
         yield layer / dataset.name, control
     finally:
+        control.unlink(missing_ok=True)  # held reads go on: nothing waits on the layer
         subprocess.run(["fusermount3", "-u", "-z", str(layer)], check=False,
                        capture_output=True)
         _stop(proc, 10)
@@ -241,6 +242,38 @@ def test_device_read_errors(eio_layer: tuple[Path, Path], jpeg_sums: dict, graph
         control.unlink()
         check_others(mp, jpeg_sums, graphs, skip=set())
         assert errors(mp) == failed
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP],
+                         ids=lambda s: s.name)
+def test_signal_unmounts_while_a_storage_read_hangs(eio_layer: tuple[Path, Path],
+                                                    tmp_path: Path,
+                                                    signum: signal.Signals) -> None:
+    """Storage that stops answering one read of images.sqfs: the JPEG's reader waits, the rest
+    of the mount answers; a signal then unmounts within seconds, the waiting reader gets an
+    error instead of waiting forever, and the daemon exits."""
+    layered, control = eio_layer
+    victim = next(iter(jpeg_extents(layered)))
+    mp = tmp_path / "mp"
+    with foreground(layered, mp) as log:
+        pid = json.loads(vgfs("stats", str(mp), "--json").stdout)["pid"]
+        control.write_text("images.sqfs hang")
+        reader = subprocess.Popen(["cat", str(mp / "images" / str(victim) / "image.jpg")],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            with pytest.raises(subprocess.TimeoutExpired):
+                reader.wait(timeout=1)  # held by storage
+            assert "images" in subprocess.run(["ls", str(mp)], capture_output=True, text=True,
+                                              timeout=5).stdout.split()
+            os.kill(pid, signum)
+            assert reader.wait(timeout=5) != 0
+            wait_for("the mount to go", lambda: mounted_fs(mp) is None, timeout=5)
+            wait_for("the daemon to exit", lambda: gone(pid), timeout=5)
+            assert f"unmounted {mp}" in log.read_text()
+        finally:
+            control.unlink(missing_ok=True)
+            reader.kill()
+            reader.wait()
 
 
 def test_reader_killed_mid_read(dataset: Path, jpeg_sums: dict, graphs: dict,

@@ -7,6 +7,7 @@ import hashlib
 import json
 import mmap
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +19,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN, JPEGS, RELEASE, force_unmount, image_id_of, mounted, vgfs
+from tests.conftest import (
+    BIN,
+    JPEGS,
+    RELEASE,
+    force_unmount,
+    gone,
+    image_id_of,
+    mounted,
+    vgfs,
+    wait_for,
+)
 from vgfs.dataset import open_dataset
 from vgfs.layout import FORMAT
 from vgfs.mount import mounted_fs
@@ -289,6 +300,38 @@ def test_sigterm_unmounts_and_umount_cleans_up_after_sigkill(real_dataset: Path,
             force_unmount(mp)
 
 
+def test_mounting_over_a_dead_mount_says_how_to_clear_it(real_dataset: Path,
+                                                        tmp_path: Path) -> None:
+    """A daemon killed with SIGKILL leaves a dead mount, whose root the kernel may still stat
+    from its cache: mounting there, or below it, names the dead mount and how to clear it."""
+    with mounted(real_dataset, tmp_path / "mp") as mp:
+        pid = json.loads(vgfs("stats", str(mp), "--json").stdout)["pid"]
+        os.kill(pid, signal.SIGKILL)
+        wait_for("the daemon to die", lambda: gone(pid))
+        for target in (mp, mp / "images"):
+            r = vgfs("mount", str(real_dataset), str(target), check=False)
+            assert (r.returncode, r.stderr) == (1, f"vgfs: error: {mp}: a dead FUSE mount is"
+                                                   " there (its process is gone); run `vgfs"
+                                                   f" umount {mp}` first\n"), target
+
+
+def test_umount_refuses_what_is_not_vgfs(real_dataset: Path, tmp_path: Path) -> None:
+    """Another FUSE filesystem (squashfuse of the dataset's own image) is not vgfs's to
+    unmount: refused in one sentence, and it stays mounted."""
+    mp = tmp_path / "squashfuse"
+    mp.mkdir()
+    subprocess.run(["squashfuse", str(real_dataset / "images.sqfs"), str(mp)], check=True)
+    try:
+        assert mounted_fs(mp) == "fuse.squashfuse"
+        r = vgfs("umount", str(mp), check=False)
+        assert r.returncode == 1
+        assert r.stderr == f"vgfs: error: {mp}: fuse.squashfuse is mounted there, not vgfs\n"
+        assert mounted_fs(mp) == "fuse.squashfuse"
+    finally:
+        subprocess.run(["fusermount3", "-u", "-z", str(mp)], check=False)
+        assert mounted_fs(mp) is None
+
+
 def test_mount_failures_name_the_reason(real_dataset: Path, tmp_path: Path) -> None:
     mp = tmp_path / "mp"
     mp.mkdir()
@@ -309,6 +352,28 @@ def test_mount_failures_name_the_reason(real_dataset: Path, tmp_path: Path) -> N
     r = vgfs("mount", str(real_dataset), str(mp), "-o", "bogus", check=False)
     assert r.returncode != 0 and "bogus" in r.stderr
     assert mounted_fs(mp) is None
+
+
+@pytest.mark.parametrize("key", ["tool", "built", "sources", "kinds", "whole_files", "images",
+                                 "counts"])
+def test_manifest_without_a_key_is_named(real_dataset: Path, tmp_path: Path, key: str) -> None:
+    """A manifest that lacks a key the code reads: `vgfs mount` and `vgfs info` name the file
+    and the key in one sentence, and say to rebuild; no traceback."""
+    dataset = Path(shutil.copytree(real_dataset, tmp_path / "dataset"))
+    manifest = json.loads((dataset / "manifest.json").read_bytes())
+    del manifest[key]
+    (dataset / "manifest.json").write_text(json.dumps(manifest))
+    mp = tmp_path / "mp"
+    mp.mkdir()
+    try:
+        for args in (["info", str(dataset)], ["mount", str(dataset), str(mp)]):
+            r = vgfs(*args, check=False)
+            assert (r.returncode, r.stderr) == (1, f"vgfs: error: {dataset}/manifest.json: no"
+                                                   f" `{key}`, so it is incomplete or damaged;"
+                                                   " rebuild the dataset with `vgfs build`\n")
+        assert mounted_fs(mp) is None
+    finally:
+        force_unmount(mp)
 
 
 def _rss_kib(pid: int) -> dict[str, int]:

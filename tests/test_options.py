@@ -69,8 +69,11 @@ def test_parse_size_errors(text: str) -> None:
 @pytest.mark.parametrize(("item", "message"), [
     ("threads=many", "-o threads=many: expected a number"),
     ("metrics_interval=soon", "-o metrics_interval=soon: expected a number"),
-    ("umask=9", "-o umask=9: expected a number"),  # octal
+    ("umask=999", "-o umask=999: expected an octal number such as 022"),
+    ("umask=-22", "-o umask=-22: expected an octal number such as 022"),
     ("gid=", "-o gid=: expected a number"),
+    ("uid=-1", "-o uid=-1: expected a user id from 0 to 4294967294"),
+    ("gid=4294967295", "-o gid=4294967295: expected a group id from 0 to 4294967294"),
     ("cache_size=big", "-o cache_size=big: not a size"),
     ("metrics_file=", "-o metrics_file=: expected a file path"),
     ("log_file=", "-o log_file=: expected a file path"),

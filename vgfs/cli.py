@@ -54,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--metrics-interval", type=float, metavar="S",
                    help="seconds between metrics file updates (default 15)")
 
-    u = sub.add_parser("umount", help="unmount (also cleans up after a killed mount)")
+    u = sub.add_parser("umount", help="unmount a vgfs mount (also cleans up after a killed one)")
     u.add_argument("mountpoint", help="where the dataset is mounted")
 
     i = sub.add_parser("info", help="version, counts, sources, sizes of a dataset folder")

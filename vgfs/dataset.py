@@ -420,6 +420,11 @@ def _read_manifest(path: Path) -> dict[str, Any]:
                         f" this vgfs reads format {FORMAT}: "
                         + ("rebuild it with `vgfs build`" if older
                            else "it was written by a newer vgfs, so upgrade vgfs"))
+    # The keys that opening, mounting and `vgfs info` read without a default.
+    for key in ("tool", "built", "sources", "kinds", "whole_files", "images", "counts"):
+        if key not in manifest:
+            raise VGFSError(f"{mpath}: no `{key}`, so it is incomplete or damaged; rebuild the"
+                            " dataset with `vgfs build`")
     return manifest
 
 

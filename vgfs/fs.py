@@ -172,8 +172,9 @@ class Operations(pyfuse3.Operations):
             return self._stats_blob[off:off + size]
         data = self.contents.read_now(node, off, size)
         if data is None:
+            # Abandoned if cancelled (at unmount): a read stuck in storage must not hold it up.
             data = await trio.to_thread.run_sync(self.contents.read, node, off, size,
-                                                 limiter=self.limiter)
+                                                 limiter=self.limiter, abandon_on_cancel=True)
         return data
 
     @_op("readlink")

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import grp
 import logging
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -24,10 +26,17 @@ from vgfs.errors import VGFSError
 from vgfs.metrics import metrics_text, write_metrics
 
 if TYPE_CHECKING:
+    import trio
+
     from vgfs.dataset import Dataset
     from vgfs.options import MountOptions
 
 log = logging.getLogger("vgfs")
+
+# After a signal, requests in flight get this long to finish; then they fail, so that a read
+# stuck in storage cannot hold up the unmount (and every request queued behind it).
+SHUTDOWN_GRACE = 2.0
+FSTYPE = "fuse.vgfs"  # a vgfs mount's type in /proc/self/mountinfo, dead or alive
 
 
 def mounted_fs(mountpoint: str | os.PathLike) -> str | None:
@@ -48,21 +57,61 @@ def mounted_fs(mountpoint: str | os.PathLike) -> str | None:
 def check_mountpoint(mountpoint: Path) -> None:
     try:
         st = os.stat(mountpoint)
+        if not stat.S_ISDIR(st.st_mode):
+            raise VGFSError(f"{mountpoint}: mount point is not a directory")
+        # autofs is what a systemd .automount (or automount(8)) leaves there for us to mount
+        # over. Anything else: is it alive? The kernel may answer stat from its cache even for
+        # a dead FUSE mount, never statfs.
+        if mounted_fs(mountpoint) not in (None, "autofs"):
+            os.statvfs(mountpoint)
+            raise VGFSError(f"{mountpoint}: something is already mounted there")
+        if any(os.scandir(mountpoint)):
+            raise VGFSError(f"{mountpoint}: mount point is not empty")
     except OSError as e:
         if e.errno == errno.ENOTCONN:
-            raise VGFSError(f"{mountpoint}: a dead FUSE mount is still there; run"
-                            f" `vgfs umount {mountpoint}` first") from None
+            raise VGFSError(_dead_mount(mountpoint)) from None
         raise VGFSError(f"{mountpoint}: mount point not usable: {e.strerror}") from None
-    if not stat.S_ISDIR(st.st_mode):
-        raise VGFSError(f"{mountpoint}: mount point is not a directory")
-    # autofs is what a systemd .automount (or automount(8)) leaves there for us to mount over.
-    if mounted_fs(mountpoint) not in (None, "autofs"):
-        raise VGFSError(f"{mountpoint}: something is already mounted there")
-    if any(os.scandir(mountpoint)):
-        raise VGFSError(f"{mountpoint}: mount point is not empty")
-    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
-        raise VGFSError("/dev/fuse: not available; load the fuse kernel module (modprobe fuse),"
-                        " or give the container the device")
+    _check_dev_fuse()
+
+
+def _check_dev_fuse(dev: str = "/dev/fuse") -> None:
+    """Open the device as libfuse will, read-write (no side effect until a mount uses it), and
+    say what stands in the way: a missing module, a container's device rules or the mode."""
+    try:
+        os.close(os.open(dev, os.O_RDWR | os.O_CLOEXEC))
+        return
+    except FileNotFoundError:
+        why = ("not found; load the fuse kernel module (modprobe fuse), or give the container"
+               " the device")
+    except PermissionError as e:
+        if e.errno == errno.EACCES:
+            why = _mode_denies(dev)
+        else:  # EPERM: the mode allows it, a device cgroup (a container's) does not
+            why = "not permitted here; give the container the device"
+    except OSError as e:  # ENODEV or ENXIO: the device node without its driver
+        why = f"{e.strerror}; load the fuse kernel module (modprobe fuse)"
+    raise VGFSError(f"{dev}: {why}")
+
+
+def _mode_denies(dev: str) -> str:
+    st = os.stat(dev)
+    try:
+        owner = f"{pwd.getpwuid(st.st_uid).pw_name}:{grp.getgrgid(st.st_gid).gr_name}"
+    except KeyError:
+        owner = f"{st.st_uid}:{st.st_gid}"
+    return (f"permission denied (mode {stat.S_IMODE(st.st_mode):04o}, owner {owner}); this"
+            " user needs to read and write it: make it 0666 (udev's default), or add the user"
+            " to its group and make it 0660")
+
+
+def _dead_mount(path: Path) -> str:
+    """What to say of the dead FUSE mount (its process gone: ENOTCONN) at or above `path`."""
+    for dead in (path, *path.parents):  # / is always mounted: the loop always breaks
+        fs = mounted_fs(dead)
+        if fs is not None:
+            break
+    fix = f"vgfs umount {dead}" if fs == FSTYPE else f"fusermount3 -u -z {dead}"
+    return f"{dead}: a dead FUSE mount is there (its process is gone); run `{fix}` first"
 
 
 def _check_allow_other(opts: MountOptions) -> None:
@@ -215,7 +264,7 @@ def _serve(dataset: str, mp: Path, opts: MountOptions, on_ready: Callable[[], No
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_on_signals, pyfuse3)
+            nursery.start_soon(_on_signals, pyfuse3, nursery.cancel_scope)
             nursery.start_soon(_when_answering, mp, on_ready)
             if opts.metrics_file:
                 nursery.start_soon(_write_metrics_every, opts.metrics_file,
@@ -244,10 +293,18 @@ def _serve(dataset: str, mp: Path, opts: MountOptions, on_ready: Callable[[], No
         raise _first_leaf(group) from None
     finally:
         _notify_systemd("STOPPING=1")
+        # Closing the FUSE fd first fails whatever the kernel still waits for; the unmount is
+        # lazy (MNT_DETACH, or fusermount3 -z) if the mount point is busy.
         pyfuse3.close(unmount=True)
         stop_holding.set()
-        holding.join()  # it reads the environment that close() frees
-        ds.close()
+        holding.join(SHUTDOWN_GRACE)
+        # An abandoned read keeps its limiter token until it returns (trio documents it).
+        stuck = ops.limiter.borrowed_tokens + holding.is_alive()
+        if stuck:
+            # They still use the dataset's map and fds: the exit frees those, not close().
+            log.warning("%d storage reads still hang; leaving them to the exit", stuck)
+        else:
+            ds.close()
         if opts.metrics_file:
             # Gone with the mount: frozen counters in the file would look like a live mount.
             with contextlib.suppress(OSError):
@@ -262,14 +319,20 @@ def _first_leaf(group: BaseExceptionGroup) -> BaseException:
     return error
 
 
-async def _on_signals(pyfuse3: Any) -> None:
+async def _on_signals(pyfuse3: Any, serving: trio.CancelScope) -> None:
+    """On SIGTERM, SIGINT or SIGHUP take no more requests; cancel those still in flight after
+    SHUTDOWN_GRACE seconds, or at a second signal. Their worker threads are abandoned on
+    cancel, so that pyfuse3.main returns and the mount goes even while a read hangs."""
     import trio
 
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-        async for signum in signals:
-            log.info("signal %s: unmounting", signal.Signals(signum).name)
-            pyfuse3.terminate()
-            return
+        signum = await anext(signals)
+        log.info("signal %s: unmounting", signal.Signals(signum).name)
+        pyfuse3.terminate()
+        with trio.move_on_after(SHUTDOWN_GRACE):
+            await anext(signals)
+    log.warning("requests still in flight: failing them")
+    serving.cancel()
 
 
 async def _when_answering(mp: Path, on_ready: Callable[[], None]) -> None:
@@ -277,7 +340,7 @@ async def _when_answering(mp: Path, on_ready: Callable[[], None]) -> None:
     request that only the running loop can answer."""
     import trio
 
-    await trio.to_thread.run_sync(os.stat, mp)
+    await trio.to_thread.run_sync(os.stat, mp, abandon_on_cancel=True)
     on_ready()
 
 
@@ -303,7 +366,7 @@ async def _write_metrics_every(path: str, interval: float, text: Callable[[], st
         await trio.sleep(interval)
         try:
             # The snapshot is taken here, in the loop; only the file write goes to a thread.
-            await trio.to_thread.run_sync(write_metrics, path, text())
+            await trio.to_thread.run_sync(write_metrics, path, text(), abandon_on_cancel=True)
         except OSError as e:
             log.warning("metrics file %s: %s", path, e.strerror)
 
@@ -314,7 +377,7 @@ def umount(mountpoint: str, timeout: float = 10.0) -> None:
     fs = mounted_fs(mp)
     if fs is None:
         raise VGFSError(f"{mp}: nothing is mounted there")
-    if not fs.startswith("fuse"):
+    if fs != FSTYPE:  # another FUSE filesystem included: not ours to unmount
         raise VGFSError(f"{mp}: {fs} is mounted there, not vgfs")
     tool = shutil.which("fusermount3") or shutil.which("fusermount")
     attempts = [[tool, "-u", mp], [tool, "-u", "-z", mp]] if tool else []
@@ -327,7 +390,7 @@ def umount(mountpoint: str, timeout: float = 10.0) -> None:
             break
         last = proc.stderr.strip()
     deadline = time.monotonic() + timeout
-    while (mounted_fs(mp) or "").startswith("fuse"):  # what is left below may be autofs
+    while mounted_fs(mp) == FSTYPE:  # what is left below may be autofs
         if time.monotonic() > deadline:
             raise VGFSError(f"{mp}: could not unmount ({last or 'still mounted'})")
         time.sleep(0.05)

@@ -24,6 +24,8 @@ MOUNT8_ONLY = {"_netdev", "nofail", "auto", "noauto", "user", "users", "nouser",
                "lazytime", "nolazytime", "nodiratime", "diratime", "async", "sync", "dirsync",
                "iversion", "noiversion", "mand", "nomand", "silent", "loud",
                "default_permissions"}
+# uid_t and gid_t are 32 bits, and the kernel reads the last value, (uid_t)-1, as "no id".
+ID_MAX = 2**32 - 2
 _SIZE = re.compile(r"(\d+)([KMGT]?)(i?B?)?", re.IGNORECASE)
 
 
@@ -58,6 +60,22 @@ def _flag(_: str) -> bool:
     return True
 
 
+def _id(key: str, what: str) -> Callable[[str], int]:
+    """The parser of uid= or gid=: a number outside what FUSE can carry is refused here."""
+    def parse(value: str) -> int:
+        n = int(value)
+        if not 0 <= n <= ID_MAX:
+            raise VGFSError(f"-o {key}={value}: expected a {what} id from 0 to {ID_MAX}")
+        return n
+    return parse
+
+
+def _umask(value: str) -> int:
+    if not re.fullmatch(r"[0-7]+", value):
+        raise VGFSError(f"-o umask={value}: expected an octal number such as 022")
+    return int(value, 8) & 0o777
+
+
 def _path(value: str, key: str) -> str:
     """Absolute: a background mount serves from /."""
     if not value:
@@ -80,9 +98,9 @@ OPTIONS: dict[str, Callable[[str], object]] = {
     "cache_size": parse_size,
     "pretty": _flag,
     "list_views": _flag,
-    "uid": int,
-    "gid": int,
-    "umask": lambda value: int(value, 8) & 0o777,
+    "uid": _id("uid", "user"),
+    "gid": _id("gid", "group"),
+    "umask": _umask,
     "allow_other": _flag,
     "allow_root": _flag,
     "threads": lambda value: max(1, int(value)),
