@@ -212,7 +212,7 @@ def info_text(path: Path, m: dict[str, Any]) -> str:
     lines = [f"dataset      {path}", f"format       {m['format']} (built by {m['tool']},"
              f" {m['built']})",
              f"images       {c['images']} ({c['jpegs']} JPEGs, {c['images_without_jpeg']}"
-             f" without a JPEG, {c['jpegs_without_annotations']} JPEGs without annotations)",
+             f" without a JPEG, {c['unannotated_jpegs']} JPEGs without annotations)",
              "", f"{'file':30} {'version':9} {'entries':>9} {'unknown ids':>11} {'size':>12}"]
     for name, s in sorted(m["sources"].items()):
         unknown = next((k["unknown_ids"] for k in m["kinds"].values()
