@@ -6,7 +6,11 @@ and never a file written outside the output folder.
 Decisions: zip member names are never used as paths (JPEGs are extracted under names the build
 chooses, JSON members are only streamed), so `../x` or absolute member names are harmless and
 accepted. A release whose only file is an image_data.json of `[]` builds a valid, empty
-dataset (no images, no JPEGs): it is well-formed input, and refusing it would gain nothing."""
+dataset (no images, no JPEGs): it is well-formed input, and refusing it would gain nothing.
+Format 3: what sits in a JPEG folder without being an annotated image's <id>.jpg (a symbolic
+link, `007.jpg`, `7.jpg.jpg`) no longer stops the build: a link is reported and not served
+(never followed), any other file is reported, counted and served where it was; CHECKS says what
+each such case must leave in the dataset."""
 
 from __future__ import annotations
 
@@ -23,6 +27,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+import vgfs
+from tests.conftest import RELEASE
 
 TIMEOUT = 120
 MAX_RSS_MIB = 1024  # a 100 MB string is held several times over while stored (~630 MiB)
@@ -177,13 +184,52 @@ CASES: dict[str, tuple[Callable[[Path], None], str | None]] = {
     "zip-jpeg-absolute": (_zip_jpegs("/tmp/escaped/"), OK),
     "zip-bomb-json": (_json_bomb, "objects.json.zip"),
     "zip-bomb-jpeg": (_jpeg_bomb, "images.zip"),
-    "symlink-outside": (_symlink_out, "VG_100K/7.jpg"),
+    "symlink-outside": (_symlink_out, OK),
     "jpeg-name-leading-zero": (lambda rel: shutil.copy(rel / "VG_100K/2.jpg",
-                                                       rel / "VG_100K/007.jpg"), "007.jpg"),
+                                                       rel / "VG_100K/007.jpg"), OK),
     "jpeg-name-two-dots": (lambda rel: shutil.copy(rel / "VG_100K/2.jpg",
-                                                   rel / "VG_100K/7.jpg.jpg"), "7.jpg.jpg"),
+                                                   rel / "VG_100K/7.jpg.jpg"), OK),
     "empty-folder": (_empty, "image_data.json"),
     "image-data-empty-array": (_image_data_only_empty, OK),
+}
+
+
+def _not_served(link: str) -> Callable[[Path, str], None]:
+    """A symbolic link in a JPEG folder: said, not followed, served neither as the image's
+    JPEG nor as a file of the folder."""
+    def check(out: Path, stderr: str) -> None:
+        assert "symbolic links" in stderr and link in stderr, stderr
+        with vgfs.open_dataset(out) as ds:
+            assert ds.jpeg(7) is None and not ds.strays
+            assert ds.manifest["counts"]["jpegs"] == 4
+    return check
+
+
+def _stray(name: str) -> Callable[[Path, str], None]:
+    """A file of a JPEG folder that is no image's <id>.jpg: said, counted and served as it is
+    under its own name, never as image 7's JPEG."""
+    def check(out: Path, stderr: str) -> None:
+        assert "1 other files sit in the JPEG folders" in stderr, stderr
+        with vgfs.open_dataset(out) as ds:
+            assert set(ds.strays) == {f"VG_100K/{name}"}
+            data = ds.image_bytes(ds.strays[f"VG_100K/{name}"], name)
+            assert data == (RELEASE / "VG_100K/2.jpg").read_bytes()
+            assert ds.jpeg(7) is None
+            assert ds.manifest["counts"]["other_files"] == 1
+    return check
+
+
+# What an OK case must leave in the dataset, beyond building.
+CHECKS: dict[str, Callable[[Path, str], None]] = {
+    "symlink-outside": _not_served("VG_100K/7.jpg"),
+    "jpeg-name-leading-zero": _stray("007.jpg"),
+    "jpeg-name-two-dots": _stray("7.jpg.jpg"),
+}
+# Cases that fail on a known bug of vgfs/ (strict: they fail loudly once it is fixed).
+BUGS = {
+    "id-huge": "vgfs/build/table.py ImageTable.add (via annotations._store_kind): an"
+               " image_data.json id of 2**70 overflows the id array, a traceback; ids above"
+               " tree.MAX_IMAGE_ID are not refused",
 }
 
 
@@ -193,7 +239,9 @@ def _tree(root: Path) -> set[str]:
         str(p.relative_to(root)) for p in (root / "work").rglob("*")}
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", [
+    pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=BUGS[c])) if c in BUGS else c
+    for c in CASES])
 def test_hostile_release(case: str, release_copy: Path, tmp_path: Path) -> None:
     """One hostile release: a clean error naming the file, or a good dataset; bounded time and
     memory; nothing left behind, nothing written outside the output folder."""
@@ -213,6 +261,8 @@ def test_hostile_release(case: str, release_copy: Path, tmp_path: Path) -> None:
     if named is OK:
         assert code == 0, stderr
         assert sorted(os.listdir(work)) == ["out", "out.stderr", "sentinel"]
+        if case in CHECKS:
+            CHECKS[case](out, stderr)
     else:
         assert code == 1, stderr
         errors = [line for line in stderr.splitlines() if line.startswith("vgfs: error: ")]

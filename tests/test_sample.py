@@ -10,6 +10,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from tests.test_build import release_entry_bytes
+from vgfs import schema
+from vgfs.build import build
+from vgfs.dataset import open_dataset
 from vgfs.errors import VGFSError
 from vgfs.sample import write_sample
 from vgfs.sample.writer import _write
@@ -200,6 +204,34 @@ def test_qa_to_region_mapping_points_within_the_image(data: dict) -> None:
     mapping = data["qa_to_region_mapping.json"]
     assert len(mapping) > 1000
     assert all(qa_image[int(qa)] == region_image[region] for qa, region in mapping.items())
+
+
+def test_sample_builds_as_a_release(sample: Path, data: dict, tmp_path: Path) -> None:
+    """`vgfs build` takes the sample as it takes the real release: every file outside the
+    JPEG folders kept byte for byte, each entry as its own bytes in its file (the sample's
+    phrases hold non-ASCII text, so ranges must count bytes), every JPEG in its part."""
+    manifest = build(sample, tmp_path / "ds", show_progress=False)
+    assert manifest["counts"] == {"images": 300, "jpegs": 300, "images_without_jpeg": 0,
+                                  "unannotated_jpegs": 0, "other_files": 0,
+                                  "not_in_a_jpeg_folder": 0}
+    files = {name: raw for name, raw in _files(sample).items()
+             if name.split("/")[0] not in schema.IMAGE_DIRS}
+    assert set(files) == set(PER_IMAGE + WHOLE + ALIASES)
+    assert any(b > 0x7F for b in files["region_descriptions.json"])
+    with open_dataset(tmp_path / "ds") as ds:
+        assert ds.release_files() == sorted((name, len(raw)) for name, raw in files.items())
+        for name, raw in files.items():
+            assert bytes(ds.file_range(name, 0, len(raw))) == raw, name
+        for kind, (stem, _) in schema.PER_IMAGE.items():
+            entries = release_entry_bytes(sample / f"{stem}.json")
+            assert len(entries) == 300, stem
+            for image_id, raw in entries.items():
+                assert bytes(ds.entry_bytes(kind, image_id)) == raw, (kind, image_id)
+        for im in data["image_data.json"][::15]:
+            folder = im["url"].split("/")[-2]
+            jpeg = (sample / folder / f"{im['image_id']}.jpg").read_bytes()
+            assert ds.jpeg(im["image_id"]) == jpeg
+            assert ds.in_part2(im["image_id"]) == (folder == "VG_100K_2")
 
 
 def test_real_jpegs_are_sized_like_visual_genome(tmp_path: Path) -> None:
