@@ -154,3 +154,18 @@ def test_threads_sharing_a_cache_keep_it_consistent() -> None:
     held = [v for v in (cache.get(k) for k in range(100)) if v is not None]
     assert before["bytes"] == sum(map(len, held)) <= 5000
     assert before["items"] == len(held)
+
+
+def test_frames_and_made_files_share_one_cache_without_mixing() -> None:
+    """The mount keeps decompressed frames, keyed (file number, frame number), and made files,
+    keyed by inode, in one LRU: a frame's key never finds a file's bytes, nor the other way
+    round, and one bound holds for both."""
+    cache = LRUCache(100)
+    cache.put((0, 1), b"frame 0/1")
+    cache.put(1, b"inode 1")
+    cache.put((1, 0), b"frame 1/0")
+    assert cache.get((0, 1)) == b"frame 0/1" and cache.get(1) == b"inode 1"
+    assert cache.get((1, 0)) == b"frame 1/0" and cache.get(0) is None
+    assert cache.get((1,)) is None and cache.get((0, 1, 0)) is None
+    cache.put((2, 0), bytes(90))  # evicts the oldest of either kind
+    assert cache.bytes <= 100 and cache.get((0, 1)) is None and cache.get(1) is None

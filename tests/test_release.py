@@ -1,46 +1,47 @@
-"""Reading the official files without building: finding them plain or zipped, streaming their
-entries, detecting each file's version, and one sentence naming the file for bad input."""
+"""Finding the release's files without building: every file of the release folder by its
+relative path, plain or zipped, and its JPEGs (folders wherever they sit, zips, a SquashFS
+image), with one sentence naming the file for bad input. Reading them is test_stream's."""
 
 from __future__ import annotations
 
-import hashlib
-import json
+import os
 import shutil
 import zipfile
 from pathlib import Path
 
-import orjson
 import pytest
 
-from tests.conftest import V12, image_id_of, write_v10_release
+from tests.test_stream import _stream
 from vgfs.errors import VGFSError
-from vgfs.release import MAX_DEPTH, Source, find_sources, read_whole, stream_entries, stream_whole
+from vgfs.release import (
+    MAX_ZIP_RATIO,
+    find_images,
+    find_sources,
+    folder_files,
+    part_of,
+    zip_files,
+)
 from vgfs.schema import PER_IMAGE, WHOLE_FILES
 
-KIND_OF = {stem + ".json": kind for kind, (stem, _) in PER_IMAGE.items()}
-ALL_FILES = set(KIND_OF) | set(WHOLE_FILES)
+KIND_FILES = {stem + ".json" for stem, _ in PER_IMAGE.values()}
+JPEG_FILES = {"VG_100K/2.jpg", "VG_100K/4.jpg", "VG_100K/5.jpg", "VG_100K_2/1.jpg"}
 
 
-def _stream(src: Source) -> list[tuple[int, dict, bytes]]:
-    """All of a per-image file's entries, as the build streams them."""
-    return list(stream_entries(src, KIND_OF[src.name]))
-
-
-def _source(folder: Path, name: str, data: bytes) -> Source:
-    """A release file written as given, found the way the build finds it."""
-    folder.mkdir(exist_ok=True)
-    if not (folder / "image_data.json").exists():  # without it, no release at all
-        (folder / "image_data.json").write_bytes(b"[]")
-    (folder / name).write_bytes(data)
-    return find_sources(folder)[name]
+def _files_under(folder: Path) -> set[str]:
+    return {Path(root, name).relative_to(folder).as_posix()
+            for root, _, names in os.walk(folder) for name in names}
 
 
 # --- finding the files ----------------------------------------------------------------------
 
 
-def test_finds_every_plain_release_file(release: Path) -> None:
+def test_finds_every_file_of_the_release_folder(release: Path) -> None:
+    """Every file, the readme and the JPEG folders' too when nothing is skipped; each named
+    by its relative path, not yet read."""
     found = find_sources(release)
-    assert set(found) == ALL_FILES
+    assert set(found) == _files_under(release)
+    assert set(found) == KIND_FILES | set(WHOLE_FILES) | JPEG_FILES | {"readme_v1_4.txt"}
+    assert list(found) == sorted(found)
     for name, src in found.items():
         assert (src.name, src.path, src.member) == (name, release / name, None)
         assert src.label == str(release / name)
@@ -48,24 +49,53 @@ def test_finds_every_plain_release_file(release: Path) -> None:
         assert src.version == "unknown" and src.entries == 0  # nothing read yet
 
 
+def test_skipped_folders_and_files_are_left_out(release: Path) -> None:
+    """The build skips the JPEG sources it found: what remains is what the mount carries."""
+    skip = {release / "VG_100K", release / "VG_100K_2"}
+    found = find_sources(release, skip)
+    assert set(found) == KIND_FILES | set(WHOLE_FILES) | {"readme_v1_4.txt"}
+    assert set(find_sources(release, {release / "synsets.json"})) == (
+        _files_under(release) - {"synsets.json"})
+
+
+def test_nested_folders_are_found_by_their_relative_path(release_copy: Path) -> None:
+    """A site keeps more than the release: older versions in a folder, split files, an .h5.
+    Each is found at its own path; only the top-level files are the release's kinds."""
+    (release_copy / "v1.2").mkdir()
+    shutil.copy(release_copy / "objects.json", release_copy / "v1.2" / "objects.json")
+    (release_copy / "splits" / "sgg").mkdir(parents=True)
+    (release_copy / "splits" / "sgg" / "train.txt").write_text("1\n2\n")
+    (release_copy / "VG-SGG-with-attri.h5").write_bytes(b"\x89HDF\r\n\x1a\n")
+    found = find_sources(release_copy, {release_copy / "VG_100K", release_copy / "VG_100K_2"})
+    for rel in ("v1.2/objects.json", "splits/sgg/train.txt", "VG-SGG-with-attri.h5"):
+        assert found[rel].path == release_copy / rel and found[rel].name == rel
+    assert found["objects.json"].path == release_copy / "objects.json"
+
+
 def test_finds_zipped_files_wherever_the_member_sits(release: Path, tmp_path: Path) -> None:
-    """NAME.zip with NAME at the top or in a folder; a plain file wins over its zip; the
-    stream of a zip member is the plain file's, entry for entry, byte for byte."""
+    """NAME.zip with NAME at the top or in a folder of the zip, also in a folder of the
+    release; the stream of a zip member is the plain file's, entry for entry, byte for byte.
+    A zip beside its plain file is a file of its own: both are carried."""
     rel = tmp_path / "rel"
-    rel.mkdir()
+    (rel / "extra").mkdir(parents=True)
     for name, member in (("image_data.json", "image_data.json"),
                          ("objects.json", "vg/1.4/objects.json")):
         with zipfile.ZipFile(rel / f"{name}.zip", "w", zipfile.ZIP_DEFLATED) as zf:
             zf.write(release / name, member)
+    with zipfile.ZipFile(rel / "extra" / "synsets.json.zip", "w") as zf:
+        zf.write(release / "synsets.json", "synsets.json")
     shutil.copy(release / "synsets.json", rel)
     with zipfile.ZipFile(rel / "synsets.json.zip", "w") as zf:
         zf.writestr("synsets.json", b"{}")
     found = find_sources(rel)
-    assert set(found) == {"image_data.json", "objects.json", "synsets.json"}
+    assert set(found) == {"image_data.json", "objects.json", "synsets.json",
+                          "synsets.json.zip", "extra/synsets.json"}
     assert found["objects.json"].member == "vg/1.4/objects.json"
     assert found["objects.json"].label == f"{rel / 'objects.json.zip'}:vg/1.4/objects.json"
     assert found["objects.json"].size_hint() == (release / "objects.json").stat().st_size
     assert found["synsets.json"].member is None
+    assert found["synsets.json.zip"].member is None  # carried as the zip it is
+    assert found["extra/synsets.json"].member == "synsets.json"
     plain = find_sources(release)
     for name in ("image_data.json", "objects.json"):
         zipped, direct = found[name], plain[name]
@@ -100,164 +130,94 @@ def test_a_zip_bomb_is_refused_before_it_expands(tmp_path: Path) -> None:
         _stream(src)
 
 
-# --- streaming entries ----------------------------------------------------------------------
+# --- the JPEGs ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", sorted(KIND_OF))
-def test_entries_stream_in_file_order_as_released(name: str, release: Path) -> None:
-    """Each entry comes with its image id (`image_id`, or `id` in regions and QAs) and its
-    compact JSON; afterwards the source knows its entries, size and sha256."""
-    raw = (release / name).read_bytes()
-    expected = json.loads(raw)
-    src = find_sources(release)[name]
-    progress: list[int] = []
-    got = list(stream_entries(src, KIND_OF[name], progress.append))
-    assert [image_id for image_id, _, _ in got] == [image_id_of(e) for e in expected]
-    assert [entry for _, entry, _ in got] == expected
-    assert all(orjson.loads(data) == entry and b"\n" not in data for _, entry, data in got)
-    assert (src.entries, src.size, src.sha256) == (
-        len(expected), len(raw), hashlib.sha256(raw).hexdigest())
-    assert sum(progress) == len(raw)
+def test_finds_the_jpeg_folders_of_the_release(release: Path) -> None:
+    found = find_images(release, [])
+    assert found.folders == [release / "VG_100K", release / "VG_100K_2"]
+    assert (found.zips, found.sqfs) == ([], None)
 
 
-@pytest.fixture(scope="module")
-def v10(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The excerpts rewritten with v1.0 keys."""
-    return write_v10_release(tmp_path_factory.mktemp("v10"))
+def test_finds_jpeg_folders_wherever_they_sit(tmp_path: Path) -> None:
+    """VG_100K and VG_100K_2 at the top or up to two folders down, DenseCap's flat `images`
+    folder, the two official zips, or an image beside the JSON files; nothing deeper, and
+    nothing inside a JPEG folder."""
+    rel = tmp_path / "rel"
+    for folder in ("VG_100K", "data/VG_100K_2", "a/b/images", "a/b/c/VG_100K",
+                   "VG_100K/VG_100K_2", "other"):
+        (rel / folder).mkdir(parents=True)
+    for name in ("images.zip", "images2.zip", "other.zip"):
+        (rel / name).write_bytes(b"")
+    found = find_images(rel, [])
+    assert found.folders == [rel / "VG_100K", rel / "a/b/images", rel / "data/VG_100K_2"]
+    assert (found.zips, found.sqfs) == ([rel / "images.zip", rel / "images2.zip"], None)
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "vg.sqfs").write_bytes(b"")
+    assert find_images(alone, []).sqfs == alone / "vg.sqfs"
 
 
-def _versions(folder: Path, names: list[str] | None = None) -> dict[str, str]:
-    """The version detected for each per-image file of a folder, once it has streamed."""
-    found = find_sources(folder)
-    out = {}
-    for name in names or sorted(set(found) & set(KIND_OF)):
-        _stream(found[name])
-        out[name] = found[name].version
-    return out
+def test_given_image_paths_replace_the_release_s_own(release: Path, tmp_path: Path) -> None:
+    (tmp_path / "jpegs").mkdir()
+    (tmp_path / "a.zip").write_bytes(b"")
+    found = find_images(release, [tmp_path / "jpegs", tmp_path / "a.zip"])
+    assert (found.folders, found.zips, found.sqfs) == ([tmp_path / "jpegs"],
+                                                       [tmp_path / "a.zip"], None)
+    for name in ("one.sqfs", "two.img"):
+        (tmp_path / name).write_bytes(b"")
+    with pytest.raises(VGFSError, match=r"two\.img: only one existing SquashFS image"):
+        find_images(release, [tmp_path / "one.sqfs", tmp_path / "two.img"])
+    with pytest.raises(VGFSError, match=r"one\.sqfs: an existing SquashFS image cannot be"
+                                        " combined"):
+        find_images(release, [tmp_path / "jpegs", tmp_path / "one.sqfs"])
+    with pytest.raises(VGFSError, match=r"nowhere: not an image folder, zip or SquashFS"):
+        find_images(release, [tmp_path / "nowhere"])
 
 
-def test_each_file_gets_its_own_version(release: Path, tmp_path: Path, v10: Path) -> None:
-    """The release mixes versions: v1.4 objects and relationships (merged ids), v1.2 for the
-    rest; the v1.2 files have no merged ids; v1.0 uses `id` for images and items."""
-    assert _versions(release) == {
-        "image_data.json": "1.2", "objects.json": "1.4", "attributes.json": "1.2",
-        "relationships.json": "1.4", "scene_graphs.json": "1.2",
-        "region_descriptions.json": "1.2", "question_answers.json": "1.2"}
-    v12 = tmp_path / "v1.2"
-    v12.mkdir()
-    for path in (release / "image_data.json", V12 / "objects.json", V12 / "relationships.json"):
-        shutil.copy(path, v12)
-    assert _versions(v12, ["objects.json", "relationships.json"]) == {
-        "objects.json": "1.2", "relationships.json": "1.2"}
-    assert _versions(v10) == {name: "1.0" for name in (
-        "image_data.json", "objects.json", "attributes.json", "relationships.json",
-        "region_descriptions.json")}
+def test_part_of_a_folder() -> None:
+    """Only VG_100K_2 is the second part; every other JPEG folder shows in VG_100K."""
+    assert part_of("VG_100K_2") == "VG_100K_2"
+    for folder in ("VG_100K", "images", "jpegs", "", "vg_100k_2"):
+        assert part_of(folder) == "VG_100K"
 
 
-def test_whole_files_stream_as_released(release: Path) -> None:
-    """synsets and aliases pass through unchanged; JSON ones count their top-level entries,
-    alias files their lines (v1.4, where they first appeared)."""
-    found = find_sources(release)
-    for name in WHOLE_FILES:
-        src, raw = found[name], (release / name).read_bytes()
-        pieces: list[bytes] = []
-        stream_whole(src, pieces.append)
-        assert b"".join(pieces) == raw, name
-        assert (src.size, src.sha256) == (len(raw), hashlib.sha256(raw).hexdigest())
-        if name.endswith(".txt"):
-            assert (src.version, src.entries) == ("1.4", raw.count(b"\n"))
-        elif name != "image_data.json":
-            assert (src.version, src.entries) == ("1.2", len(json.loads(raw)))
-    assert read_whole(find_sources(release)["object_alias.txt"]) == (
-        release / "object_alias.txt").read_bytes()
+def test_folder_files_lists_files_and_what_cannot_be_served(tmp_path: Path) -> None:
+    """Files by name, strays included (the build sorts them out); folders and symbolic
+    links inside are set apart, to be reported."""
+    folder = tmp_path / "VG_100K"
+    (folder / "sub").mkdir(parents=True)
+    for name in ("2.jpg", "10.jpg", "Thumbs.db", "n166008.jpg"):
+        (folder / name).write_bytes(b"x")
+    (folder / "link.jpg").symlink_to(folder / "2.jpg")
+    files, skipped = folder_files(folder)
+    assert files == ["10.jpg", "2.jpg", "Thumbs.db", "n166008.jpg"]
+    assert skipped == [str(folder / "link.jpg"), str(folder / "sub")]
 
 
-def test_bad_whole_files_name_the_file(release: Path, tmp_path: Path) -> None:
-    shutil.copy(release / "image_data.json", tmp_path)
-    (tmp_path / "synsets.json").write_bytes(b'{"dog.n.01": "a dog", ')
-    (tmp_path / "object_alias.txt").write_bytes(b"dog,doggy\n\xff\xfe\n")
-    found = find_sources(tmp_path)
-    with pytest.raises(VGFSError, match=r"synsets\.json: malformed JSON near byte"):
-        stream_whole(found["synsets.json"], lambda _: None)
-    with pytest.raises(VGFSError, match=r"object_alias\.txt: invalid UTF-8"):
-        read_whole(found["object_alias.txt"])
+def test_zip_files_gives_each_file_with_its_part(tmp_path: Path) -> None:
+    """(part, name, member) for every file under any folder of the zip; the part is that of
+    the member's folder; folders and macOS's resource forks are passed over."""
+    zpath = tmp_path / "images.zip"
+    with zipfile.ZipFile(zpath, "w") as zf:
+        zf.writestr("VG_100K/", b"")
+        zf.writestr("VG_100K/2.jpg", b"a")
+        zf.writestr("vg/VG_100K_2/1.jpg", b"b")
+        zf.writestr("3.jpg", b"c")
+        zf.writestr("VG_100K/Thumbs.db", b"d")
+        zf.writestr("__MACOSX/VG_100K/._2.jpg", b"e")
+    assert list(zip_files(zpath)) == [
+        ("VG_100K", "2.jpg", "VG_100K/2.jpg"), ("VG_100K_2", "1.jpg", "vg/VG_100K_2/1.jpg"),
+        ("VG_100K", "3.jpg", "3.jpg"), ("VG_100K", "Thumbs.db", "VG_100K/Thumbs.db")]
 
 
-# --- bad entries: the file named, the entries before it streamed ----------------------------
-
-
-@pytest.fixture(scope="module")
-def objects(release: Path) -> list[dict]:
-    """The first ten real objects.json entries, to break in one place each."""
-    return json.loads((release / "objects.json").read_bytes())[:10]
-
-
-def _broken(entries: list[dict], i: int, value: object) -> bytes:
-    """The entries as a file, with entry `i` replaced by `value`."""
-    entries = list(entries)
-    entries[i] = value
-    return json.dumps(entries).encode()
-
-
-def _dict(entries: list[dict], i: int, /, **change: object) -> bytes:
-    """The entries as a file, with keys of entry `i` changed."""
-    return _broken(entries, i, {**entries[i], **change})
-
-
-BAD_ENTRIES = {
-    # case: (the file's bytes from the real entries, entries streamed first, the message)
-    "entry-is-a-list": (lambda o: _broken(o, 5, [o[5]]), 5,
-                        "entry 5 (after image 5) is a list, expected an object"),
-    "first-entry-a-string": (lambda o: _broken(o, 0, "1"), 0,
-                             "entry 0 is a str, expected an object"),
-    "string-id": (lambda o: _dict(o, 3, image_id="4"), 3,
-                  "entry 3 (after image 3) has image_id='4', expected a non-negative integer"),
-    "negative-id": (lambda o: _dict(o, 2, image_id=-3), 2, "has image_id=-3"),
-    "boolean-id": (lambda o: _dict(o, 2, image_id=True), 2, "has image_id=True"),
-    "float-id": (lambda o: _dict(o, 2, image_id=3.5), 2, "has image_id=3.5"),
-    "no-id": (lambda o: _broken(o, 4, {"objects": []}), 4, "entry 4 (after image 4) has id=None"),
-    "list-is-a-dict": (lambda o: _dict(o, 6, objects={}), 6,
-                       "image 7: 'objects' is dict, expected a list"),
-    "list-missing": (lambda o: _broken(o, 6, {"image_id": 7}), 6,
-                     "image 7: 'objects' is NoneType, expected a list"),
-    "item-is-a-list": (lambda o: _dict(o, 1, objects=[o[1]["objects"][0], [1, 2]]), 1,
-                       "image 2: an item of 'objects' is a list, expected an object"),
-    "truncated": (lambda o: json.dumps(o).encode()[:-2000], None, "parse error"),
-    "trailing-data": (lambda o: json.dumps(o).encode() + b" []", 10,
-                      "parse error: trailing garbage"),
-    "top-level-object": (lambda o: json.dumps({"entries": o}).encode(), 0,
-                         "expected a JSON array at the top level, found '{'"),
-    "empty-file": (lambda o: b"", 0, "found 'an empty file'"),
-    "too-deep": (lambda o: json.dumps(o).encode()[:-1] + b", " + b"[" * (MAX_DEPTH + 10), None,
-                 f"nested more than {MAX_DEPTH} levels deep"),
-    "invalid-utf8": (lambda o: json.dumps(o, ensure_ascii=False).encode()[:-1]
-                     + b', {"image_id": 99, "objects": [{"names": ["\xff"]}]}]', 10,
-                     "lexical error: invalid bytes in UTF8 string."),
-}
-
-
-@pytest.mark.parametrize("case", BAD_ENTRIES)
-def test_bad_entries_stop_with_one_sentence_naming_the_file(case: str, objects: list,
-                                                            tmp_path: Path) -> None:
-    make, streamed, words = BAD_ENTRIES[case]
-    src = _source(tmp_path / "rel", "objects.json", make(objects))
-    got: list[int] = []
-    with pytest.raises(VGFSError) as exc:
-        got.extend(image_id for image_id, _, _ in stream_entries(src, "objects"))
-    message = str(exc.value)
-    assert message.startswith(f"{tmp_path / 'rel' / 'objects.json'}: "), message
-    assert words in message and "\n" not in message and "b'" not in message, message
-    if case in ("truncated", "trailing-data", "invalid-utf8"):
-        assert "malformed JSON near byte" in message
-    if streamed is not None:  # streamed: what came before the fault was handed on
-        assert got == [image_id_of(e) for e in objects[:streamed]]
-
-
-def test_duplicates_are_passed_on_for_the_store_to_refuse(objects: list,
-                                                          tmp_path: Path) -> None:
-    """The stream checks each entry alone; the build refuses an id seen twice when it stores
-    it (test_build), so the stream hands both on, in order."""
-    data = _broken(objects, 7, objects[6])
-    ids = [image_id for image_id, _, _ in _stream(_source(tmp_path / "rel", "objects.json",
-                                                          data))]
-    assert ids == [1, 2, 3, 4, 5, 6, 7, 7, 9, 10]
+def test_bad_image_zips_are_one_sentence(tmp_path: Path) -> None:
+    bad = tmp_path / "images.zip"
+    bad.write_bytes(b"PK\x03\x04 not a zip")
+    with pytest.raises(VGFSError, match=r"images\.zip: not a readable zip file"):
+        list(zip_files(bad))
+    bomb = tmp_path / "images2.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("VG_100K_2/1.jpg", bytes(MAX_ZIP_RATIO * 4096))
+    with pytest.raises(VGFSError, match=r"images2\.zip:VG_100K_2/1\.jpg: expands \d+ times"):
+        list(zip_files(bomb))

@@ -4,6 +4,7 @@ run files as they grow, then merged into the views' databases and counts.json fi
 from __future__ import annotations
 
 import heapq
+import json
 import shutil
 import struct
 import time
@@ -119,7 +120,11 @@ def _store_counts(writer: Writer, view: str, counts: array[int]) -> None:
         out.write(b"{")
         for i, (position, raw) in enumerate(zip(order, names, strict=True)):
             name = raw[query.COUNT.size:].decode("utf-8", "surrogatepass")
-            out.write((b"," if i else b"") + orjson.dumps(name) + b":%d" % counts[position])
+            try:
+                text = orjson.dumps(name)
+            except TypeError:  # a lone surrogate, as a release's \ud800 escape gives
+                text = json.dumps(name).encode()
+            out.write((b"," if i else b"") + text + b":%d" % counts[position])
         out.write(b"}")
 
 
