@@ -201,16 +201,16 @@ def test_backend_serves_jpeg_bytes_by_key_and_index(real_ds: Dataset, real_datas
         index, expected = real_ds.jpeg_index(image_id), (release / rel).read_bytes()
         assert real_ds.jpeg(image_id) == expected
         key = 1000 + image_id
-        got = backend.jpeg_now(key, index, 10, 1000)
+        got = backend.jpeg_now(key, index, "image", 10, 1000)
         assert got is not None and bytes(got) == expected[10:1010]
-        assert bytes(backend.jpeg(key, index, len(expected) - 5, 100)) == expected[-5:]
-        assert bytes(backend.jpeg_now(key, index, len(expected) + 3, 10)) == b""
+        assert bytes(backend.jpeg(key, index, "image", len(expected) - 5, 100)) == expected[-5:]
+        assert bytes(backend.jpeg_now(key, index, "image", len(expected) + 3, 10)) == b""
     assert backend.counters == {"lmdb_reads": 0, "jpeg_reads_nowait": len(JPEGS),
                                 "jpeg_reads_threaded": 0,
                                 "jpeg_bytes": sum(real_ds.jpeg_index(i).size for i in JPEGS)}
     assert cache.stats()["items"] == len(JPEGS)  # kept: the kernel will ask for more
     fresh = Backend(real_ds, LRUCache(64 << 20))  # nothing cached: the threaded path
-    assert bytes(fresh.jpeg(1, real_ds.jpeg_index(4), 0, 1 << 20)) == (
+    assert bytes(fresh.jpeg(1, real_ds.jpeg_index(4), "image 4", 0, 1 << 20)) == (
         release / JPEGS[4]).read_bytes()
     assert (fresh.counters["jpeg_reads_threaded"], fresh.counters["jpeg_reads_nowait"]) == (1, 0)
 
@@ -226,14 +226,14 @@ def test_damaged_jpeg_bytes_are_an_error_on_both_paths(real_dataset: Path, tmp_p
         _warm(copy / "images.sqfs")
         tree, contents = Tree(ds), _contents(ds)
         node = _jpeg(tree, 4)
-        words = rf"images\.sqfs: the JPEG at byte {offset} does not match its checksum"
+        words = r"image 4: JPEG bytes in images\.sqfs do not match their checksum"
         for _ in range(2):
             with pytest.raises(VGFSError, match=words):
                 contents.read(node, 0, CHUNK)
             with pytest.raises(VGFSError, match=words):
                 contents.read_now(node, 0, CHUNK)
             with pytest.raises(VGFSError, match=words):
-                contents.backend.jpeg(node.ino, ds.jpeg_index(4), 100, 10)
+                contents.backend.jpeg(node.ino, ds.jpeg_index(4), "image 4", 100, 10)
         assert contents.cache.stats()["items"] == 0
         assert contents.backend.counters["jpeg_reads_threaded"] == 0
         other = _jpeg(tree, 5)

@@ -284,8 +284,6 @@ def test_cli_build_reports_what_it_cannot_show(release_copy: Path, tmp_path: Pat
         assert ds.image_bytes(index, "777") == (release_copy / "VG_100K" / "2.jpg").read_bytes()
 
 
-@pytest.mark.xfail(strict=True, reason="vgfs/build/jpegs.py _report: the stray warnings give"
-                   " counts only, never a name (the unknown-ids warning names the first five)")
 def test_stray_warning_names_the_files(release_copy: Path, tmp_path: Path) -> None:
     """A JPEG without annotations is named on stderr, as it was before format 3."""
     shutil.copy(release_copy / "VG_100K" / "2.jpg", release_copy / "VG_100K" / "777.jpg")
@@ -534,9 +532,6 @@ def test_strays_in_the_image_zips(release_copy: Path, tmp_path: Path) -> None:
     _assert_strays(out, strays)
 
 
-@pytest.mark.xfail(strict=True, reason="vgfs/tree.py Tree._stray_nodes: VG_100K/ also lists"
-                   " VG_100K_2/'s strays, so a name in both parts is listed twice and its"
-                   " lookup in VG_100K/ finds the VG_100K_2/ file")
 def test_a_stray_name_in_both_parts(release_copy: Path, tmp_path: Path) -> None:
     """A Thumbs.db in each part (Windows leaves one in every folder it shows): each part's
     own is served in its folder, and no listing names a file twice."""
@@ -590,9 +585,6 @@ def test_strays_in_a_site_image(tmp_path: Path, options: tuple[str, ...]) -> Non
     assert "matches" in run_vgfs("verify", str(out), "--quiet", timeout=120).stdout
 
 
-@pytest.mark.xfail(strict=True, reason="vgfs/build/orchestrate.py _carried: with --images, the"
-                   " release's own JPEG folders are release files: carried when nested, dropped"
-                   " with a 'not kept' warning at the top")
 def test_release_jpegs_are_not_carried_when_images_names_others(release_copy: Path,
                                                                  tmp_path: Path) -> None:
     """--images replaces the release's own JPEG folders as the JPEG source: they are no
@@ -672,9 +664,6 @@ def test_flat_images_folder_is_a_jpeg_folder(release_copy: Path, tmp_path: Path)
         _assert_files_stored(ds, release_files(RELEASE))
 
 
-@pytest.mark.xfail(strict=True, reason="vgfs/build/jpegs.py _mksquashfs/_part: given one source"
-                   " folder, mksquashfs packs its files at the image's root, which _part takes"
-                   " for no JPEG folder: every JPEG counts as not_in_a_jpeg_folder")
 @pytest.mark.parametrize("case", SINGLE_SOURCES)
 def test_a_single_jpeg_source_is_found(case: str, release_copy: Path, tmp_path: Path) -> None:
     """One JPEG source (a flat images/ folder, VG_100K alone, images.zip alone, one folder
@@ -692,9 +681,6 @@ def test_a_single_jpeg_source_is_found(case: str, release_copy: Path, tmp_path: 
         assert not ds.strays
 
 
-@pytest.mark.xfail(strict=True, reason="vgfs/release.py _default_image_paths: a folder named"
-                   " `images` is always taken as a flat JPEG folder, so RELEASE/images/VG_100K"
-                   " (DESIGN §2.4) is skipped as a sub-folder and no JPEG is found")
 def test_jpeg_folders_under_images_are_found(release_copy: Path, tmp_path: Path) -> None:
     """RELEASE/images/VG_100K and RELEASE/images/VG_100K_2, as DESIGN §2.4 names them."""
     (release_copy / "images").mkdir()
@@ -718,10 +704,7 @@ def _only_strays(rel: Path) -> None:
 
 @pytest.mark.parametrize("breaker", [
     _no_jpeg_folders,
-    pytest.param(_only_strays, marks=pytest.mark.xfail(strict=True, reason=(
-        "vgfs/build/jpegs.py store_images/_report: JPEG folders holding no JPEG (only other"
-        " files) build silently: 'found no JPEG' is said only when nothing was packed, and"
-        " the images without a JPEG only when some JPEG was found"))),
+    _only_strays,
 ], ids=["no-folders", "only-strays"])
 def test_a_build_without_jpegs_says_so(breaker: Callable[[Path], None], release_copy: Path,
                                        tmp_path: Path) -> None:
@@ -750,10 +733,7 @@ def _huge_jpeg_name(rel: Path) -> None:
 
 
 @pytest.mark.parametrize("breaker, file", [
-    pytest.param(_huge_in_image_data, "image_data.json", marks=pytest.mark.xfail(
-        strict=True, reason="vgfs/build/annotations.py _store_kind (or stream._entry_id):"
-        " image_data.json ids above tree.MAX_IMAGE_ID are accepted, and the image is then"
-        " unreachable in the mount")),
+    _huge_in_image_data, "image_data.json",
     (_huge_jpeg_name, f"VG_100K/{MAX_IMAGE_ID + 1}.jpg"),
 ], ids=["image-data", "jpeg-name"])
 def test_image_id_above_the_limit_is_refused(breaker: Callable[[Path], None], file: str,

@@ -168,10 +168,6 @@ def test_composed_graph_holds_what_the_sources_hold(no_scene_graphs: Dataset,
             for i, obj in enumerate(kinds["attributes"][image_id]["attributes"])]}
 
 
-@pytest.mark.xfail(reason="compose.graph parses with orjson, which refuses the lone surrogate"
-                          " escape that a release entry may hold: the build of a release"
-                          " without scene_graphs.json stops with a traceback", strict=True,
-                   raises=ValueError)
 def test_composed_graph_of_a_lone_surrogate_escape() -> None:
     """`"tr\\ud800ees"` is valid JSON grammar: the composed graph holds the same string."""
     attrs = b'{"image_id": 1, "attributes": [{"object_id": 5, "names": ["tr\\ud800ees"]}]}'

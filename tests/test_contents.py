@@ -293,9 +293,6 @@ def test_composed_graph_sizes_and_pretty_bytes(composed: tuple, composition: dic
         assert json.loads(data) == composition[image_id], image_id
 
 
-@pytest.mark.xfail(reason="Contents.read serves a composed graph.json as a range of"
-                          " scene_graphs.json, which the release does not have: KeyError in"
-                          " Dataset.kind_file", strict=True, raises=KeyError)
 def test_composed_graph_reads_compact(composed: tuple, composition: dict) -> None:
     ds, tree = composed
     compact = Contents(ds, LRUCache(16 << 20))
@@ -444,9 +441,6 @@ def test_a_record_missing_under_a_stale_node_is_an_error(synthetic_tree: Tree,
         pretty.read(node, 0, 10)
 
 
-@pytest.mark.xfail(reason="contents._pretty parses with orjson, which refuses a lone"
-                          " surrogate escape that the release may hold", strict=True,
-                   raises=VGFSError)
 def test_pretty_json_of_a_lone_surrogate_escape(tmp_path: Path, release: Path) -> None:
     """`\\ud800` is valid JSON grammar, and the release's bytes hold it: -o pretty serves
     that entry indented, not EIO."""

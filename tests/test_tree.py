@@ -402,9 +402,6 @@ def test_without_graphs_there_is_no_by_id(sparse: Tree) -> None:
     assert sparse.lookup(image_ino(1, 0), b"objects.json") is None
 
 
-@pytest.mark.xfail(reason="an image_data.json id above MAX_IMAGE_ID is neither refused by the"
-                          " build nor left out of images/ and by-id/: its inode is the first"
-                          " view name's", strict=True, raises=AssertionError)
 def test_an_id_too_large_for_an_inode_is_refused_or_never_shown(tmp_path: Path,
                                                                 release: Path) -> None:
     """Its inode would fall among the view names'. Either the build refuses it, naming it,
@@ -643,9 +640,6 @@ def test_every_node_of_the_site_release_decodes_from_its_inode(site: tuple[Path,
             assert node.type in (NodeType.JPEG, NodeType.STRAY) or seen[node.ino] == path, path
 
 
-@pytest.mark.xfail(reason="tree.Tree._stray_nodes lists a name twice in VG_100K when both"
-                          " JPEG folders have a file of that name", strict=True,
-                   raises=AssertionError)
 def test_no_folder_lists_a_name_twice(tmp_path: Path, release_copy: Path) -> None:
     """Windows leaves a Thumbs.db in every folder it showed: the merged VG_100K shows one,
     its own, and VG_100K_2 keeps its own."""
@@ -661,10 +655,6 @@ def test_no_folder_lists_a_name_twice(tmp_path: Path, release_copy: Path) -> Non
             assert len(names) == len(set(names)), names
 
 
-@pytest.mark.xfail(reason="build/jpegs.py: mksquashfs given one folder packs its files at the"
-                          " image's root, which _part maps to no JPEG folder: every JPEG is"
-                          " dropped as not_in_a_jpeg_folder", strict=True,
-                   raises=AssertionError)
 def test_a_release_with_one_jpeg_folder_shows_its_jpegs(tmp_path: Path, release: Path) -> None:
     """Only VG_100K/, as many sites keep it: its JPEGs are in VG_100K/ and images/<id>/."""
     (tmp_path / "release" / "VG_100K").mkdir(parents=True)

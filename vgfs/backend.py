@@ -30,7 +30,7 @@ Buffer = bytes | bytearray | memoryview
 class Backend:
     """The JPEG read path. `jpeg_now` belongs to one thread (it reuses one buffer, valid until
     its next call); `jpeg` may run in many threads at once. A JPEG is named by a cache key
-    (its inode) and its index entry."""
+    (its inode), its index entry and what to call it in errors ("image 7")."""
 
     def __init__(self, dataset: Dataset, cache: LRUCache) -> None:
         self.ds, self.cache = dataset, cache
@@ -39,7 +39,8 @@ class Backend:
         self._nowait = True  # cleared if the image's filesystem refuses RWF_NOWAIT
         self._buf = bytearray(1 << 17)
 
-    def jpeg_now(self, key: int, index: JpegIndex, off: int, size: int) -> Buffer | None:
+    def jpeg_now(self, key: int, index: JpegIndex, what: str, off: int,
+                 size: int) -> Buffer | None:
         """Bytes [off, off+size) of a JPEG, or None if serving them would wait for storage."""
         data = self.cache.get(key)
         if data is not None:
@@ -49,29 +50,28 @@ class Backend:
         whole = self._pread_nowait(index.offset, index.size, 0, index.size)
         if whole is None:
             return None
-        self._check(whole, index)
+        self._check(whole, index, what)
         if off + size < index.size:  # the kernel will ask for the next chunk
             self.cache.put(key, bytes(whole))
         return whole[off:off + size]
 
-    def jpeg(self, key: int, index: JpegIndex, off: int, size: int) -> Buffer:
+    def jpeg(self, key: int, index: JpegIndex, what: str, off: int, size: int) -> Buffer:
         """The same bytes as `jpeg_now`, waiting for storage if need be: the JPEG is fetched
         whole, checked and kept in the LRU, which then serves the kernel's next chunk reads."""
         data = self.cache.get(key)
         if data is None:
-            data = self.ds.image_bytes(index, f"inode {key}")
-            self._check(data, index)
+            data = self.ds.image_bytes(index, what)
+            self._check(data, index, what)
             self.cache.put(key, data)
             self.counters["jpeg_reads_threaded"] += 1
             self.counters["jpeg_bytes"] += len(data)
         return memoryview(data)[off:off + size]
 
-    def _check(self, data: Buffer, index: JpegIndex) -> None:
+    def _check(self, data: Buffer, index: JpegIndex, what: str) -> None:
         """Damaged bytes become EIO: compare with the CRC-32 recorded at build time."""
         if crc32(data) != index.crc32:
-            where = index.path or f"byte {index.offset}"
-            raise VGFSError(f"{self.ds.images_path.name}: the JPEG at {where} does not match"
-                            " its checksum")
+            raise VGFSError(f"{what}: JPEG bytes in {self.ds.images_path.name} do not match"
+                            " their checksum")
 
     def _pread_nowait(self, start: int, length: int, off: int, size: int) -> memoryview | None:
         """Bytes [off, off+size) of the run at `start`, if one preadv can serve them from the

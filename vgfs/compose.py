@@ -23,6 +23,25 @@ Buffer = bytes | memoryview
 Entries = Callable[[str], "Buffer | None"]
 
 
+def loads(data: Buffer) -> Any:
+    """JSON bytes as Python values; orjson, except for what it refuses that the release may hold
+    (a lone surrogate escape such as "\\ud800"), which the standard library keeps exact."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(bytes(data))
+
+
+def dumps(value: Any, indent: bool = False) -> bytes:
+    """Compact (or indented) JSON bytes; ASCII escapes where orjson cannot write a string."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_INDENT_2 if indent else 0)
+    except TypeError:
+        if indent:
+            return json.dumps(value, indent=2).encode()
+        return json.dumps(value, separators=(",", ":")).encode()
+
+
 def graph_of(image_id: int, entry: Entries, stored: bool) -> Buffer | None:
     """graph.json: the scene_graphs.json entry when the release has that file (`stored`),
     else composed."""
@@ -37,13 +56,13 @@ def graph(image_id: int, attributes: Buffer | None, objects: Buffer | None,
     if attributes is None and objects is None and relationships is None:
         return None
     if attributes is not None:
-        objs = orjson.loads(attributes)["attributes"]
+        objs = loads(attributes)["attributes"]
     elif objects is not None:
-        objs = orjson.loads(objects)["objects"]
+        objs = loads(objects)["objects"]
     else:
         objs = []
     flat = []
-    for r in orjson.loads(relationships).get("relationships", []) if relationships else []:
+    for r in loads(relationships).get("relationships", []) if relationships else []:
         rel = {k: r[k] for k in ("relationship_id", "id", "predicate", "synsets") if k in r}
         for end in ("subject", "object"):
             endpoint = r.get(end)
@@ -52,7 +71,7 @@ def graph(image_id: int, attributes: Buffer | None, objects: Buffer | None,
                 if oid is not None:
                     rel[end + "_id"] = oid
         flat.append(rel)
-    return orjson.dumps({"image_id": image_id, "objects": objs, "relationships": flat})
+    return dumps({"image_id": image_id, "objects": objs, "relationships": flat})
 
 
 def by_id(scene_graph: Buffer, attributes: Buffer | None, attr_base: int) -> bytes:

@@ -12,8 +12,7 @@ from __future__ import annotations
 import textwrap
 from typing import Any
 
-import orjson
-
+from vgfs import compose
 from vgfs.backend import Backend, Buffer
 from vgfs.cache import LRUCache
 from vgfs.dataset import Dataset
@@ -44,7 +43,8 @@ class Contents:
     def read_now(self, node: Node, off: int, size: int) -> Buffer | None:
         """Bytes [off, off+size) of a file, or None if serving them would wait for storage."""
         if node.type in _JPEGS:
-            return self.backend.jpeg_now(node.ino, self._jpeg_index(node), off, size)
+            return self.backend.jpeg_now(node.ino, self._jpeg_index(node), _name(node), off,
+                                         size)
         try:
             with self.ds.nowait():
                 return self.read(node, off, size)
@@ -55,12 +55,11 @@ class Contents:
         """The same bytes as `read_now`, waiting for storage if need be. Raises VGFSError
         when the backing data is damaged."""
         if node.type in _JPEGS:
-            return self.backend.jpeg(node.ino, self._jpeg_index(node), off, size)
+            return self.backend.jpeg(node.ino, self._jpeg_index(node), _name(node), off, size)
         self.backend.counters["lmdb_reads"] += 1
         if node.type in _FILES:
             return self.ds.file_range(node.file, off, size)
-        if node.type is NodeType.RECORD and not self.pretty and (
-                node.kind != "graph" or "graph" in self.ds.kinds):
+        if node.type is NodeType.RECORD and not self.pretty and self.ds.stores(node.kind):
             return self._entry_range(node, off, size)
         data = self._readme if node.type is NodeType.README else self._made(node)
         return memoryview(data)[off:off + size]
@@ -97,11 +96,16 @@ class Contents:
         return _pretty(data, node) if self.pretty else bytes(data)
 
 
+def _name(node: Node) -> str:
+    """What an error calls a JPEG: its image, or a stray file's path."""
+    return node.file if node.type is NodeType.STRAY else f"image {node.image_id}"
+
+
 def _pretty(data: Buffer, node: Node) -> bytes:
     try:
-        return orjson.dumps(orjson.loads(data), option=orjson.OPT_INDENT_2) + b"\n"
-    except orjson.JSONDecodeError as e:
-        raise VGFSError(f"image {node.image_id}: {node.kind} record is corrupt ({e})") from e
+        return compose.dumps(compose.loads(data), indent=True) + b"\n"
+    except ValueError as e:
+        raise VGFSError(f"image {node.image_id}: {node.kind} entry is corrupt ({e})") from e
 
 
 def readme_text(manifest: dict[str, Any]) -> str:

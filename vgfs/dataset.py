@@ -108,9 +108,9 @@ class Dataset:
         try:
             self.env, self.dbs = _ENVS.acquire(lmdb_path)
             # Small and asked for by every listing of the root: held in memory.
-            self.files = {bytes(k).decode(): FILE_INFO.unpack(v)
+            self.files = {os.fsdecode(bytes(k)): FILE_INFO.unpack(v)
                           for k, v in self._txn().cursor(db=self.dbs["files"])}
-            self.strays = {bytes(k).decode(): _jpeg_index(v)
+            self.strays = {os.fsdecode(bytes(k)): _jpeg_index(v)
                            for k, v in self._txn().cursor(db=self.dbs["strays"])}
         except lmdb.Error as e:
             raise VGFSError(f"{lmdb_path}: cannot open the annotation database: {e}") from e
@@ -240,6 +240,10 @@ class Dataset:
         for key in cur.iternext(keys=True, values=False):
             yield ID.unpack(key)[0]
 
+    def stores(self, kind: str) -> bool:
+        """The kind's entries are ranges of a stored file (graph.json may be composed)."""
+        return kind in self._kind_file
+
     def kind_file(self, kind: str) -> int:
         """The number of the file that holds a stored kind's entries."""
         return self._kind_file[kind]
@@ -304,12 +308,12 @@ class Dataset:
         """The entry as a Python value, equal to the release's entry; "graph" is composed
         when the release has no scene_graphs.json."""
         data = self.graph_bytes(image_id) if kind == "graph" else self.entry_bytes(kind, image_id)
-        return None if data is None else orjson.loads(data)
+        return None if data is None else compose.loads(data)
 
     def graph_bytes(self, image_id: int) -> Buffer | None:
         """graph.json's bytes: the scene_graphs.json entry, or composed without that file."""
         return compose.graph_of(image_id, lambda kind: self.entry_bytes(kind, image_id),
-                                "graph" in self._kind_file)
+                                self.stores("graph"))
 
     def by_id_bytes(self, image_id: int) -> bytes | None:
         """by-id/<id>.json's bytes (compose.by_id)."""

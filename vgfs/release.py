@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import IO
 
 from vgfs.errors import VGFSError
+from vgfs.progress import warn
 from vgfs.schema import IMAGE_DIRS, IMAGE_ZIPS, JPEG_FOLDERS
 
 READ_SIZE = 1 << 20
@@ -68,16 +69,19 @@ def find_sources(release: Path, skip: set[Path] = frozenset()) -> dict[str, Sour
         raise VGFSError(f"{release}: release folder not found")
     found: dict[str, Source] = {}
     zipped: list[Path] = []
+    unnamed: list[str] = []
     for root, dirs, files in os.walk(release):
         dirs[:] = sorted(d for d in dirs if Path(root, d) not in skip)
         for name in sorted(files):
             path = Path(root, name)
             if path in skip or not path.is_file():
                 continue
-            if name.endswith(".json.zip"):
+            rel = path.relative_to(release).as_posix()
+            if not _utf8(rel):  # the manifest, JSON, could not name it
+                unnamed.append(str(path))
+            elif name.endswith(".json.zip"):
                 zipped.append(path)
             else:
-                rel = path.relative_to(release).as_posix()
                 found[rel] = Source(rel, path)
     for path in zipped:
         rel = path.relative_to(release).as_posix()
@@ -89,7 +93,18 @@ def find_sources(release: Path, skip: set[Path] = frozenset()) -> dict[str, Sour
     if "image_data.json" not in found:
         raise VGFSError(f"{release}: no image_data.json (or image_data.json.zip); it defines the"
                         " set of images, so the build cannot start")
+    if unnamed:
+        warn(f"{len(unnamed)} files of the release have names that are not UTF-8, and are not"
+             f" kept (first: {unnamed[0]!r})")
     return dict(sorted(found.items()))
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _zip_member(path: Path, name: str) -> str:
@@ -120,7 +135,7 @@ def find_images(release: Path, paths: list[Path]) -> ImageSources:
     """Sort the given image paths, by default the release's own, into folders, zips and an
     existing image."""
     found = ImageSources()
-    for p in paths or _default_image_paths(release):
+    for p in paths or default_image_paths(release):
         if p.is_dir():
             found.folders.append(p)
         elif p.is_file() and p.suffix == ".zip":
@@ -137,17 +152,25 @@ def find_images(release: Path, paths: list[Path]) -> ImageSources:
     return found
 
 
-def _default_image_paths(release: Path) -> list[Path]:
+def default_image_paths(release: Path) -> list[Path]:
     """The JPEG folders in the release or up to two folders below it (VG_100K, VG_100K_2, or a
     flat `images` folder as DenseCap lays it out), the image zips and any SquashFS image beside
     the JSON files."""
     paths: list[Path] = []
     for root, dirs, _ in os.walk(release):
         depth = Path(root).relative_to(release).parts
-        paths += [Path(root) / d for d in sorted(dirs) if d in JPEG_FOLDERS]
-        dirs[:] = [d for d in sorted(dirs) if d not in JPEG_FOLDERS and len(depth) < 2]
+        found = [d for d in sorted(dirs) if _is_jpeg_folder(Path(root) / d)]
+        paths += [Path(root) / d for d in found]
+        dirs[:] = [d for d in sorted(dirs) if d not in found and len(depth) < 2]
     paths += [release / z for z in IMAGE_ZIPS if (release / z).is_file()]
     return paths + sorted(release.glob("*.sqfs"))
+
+
+def _is_jpeg_folder(path: Path) -> bool:
+    """VG_100K or VG_100K_2; or `images`, unless it only holds those (RELEASE/images/VG_100K)."""
+    if path.name in IMAGE_DIRS:
+        return True
+    return path.name in JPEG_FOLDERS and not any((path / d).is_dir() for d in IMAGE_DIRS)
 
 
 def part_of(folder: str) -> str:

@@ -95,9 +95,9 @@ class _CountingReader(io.RawIOBase):
         return len(data)
 
     def _took(self, data: bytes) -> None:
+        self.offset += len(data)  # first: an error in the guard is then placed in this chunk
         if self.guard is not None:
             self.guard.feed(data)
-        self.offset += len(data)
         self.hash.update(data)
         if self.sink:
             self.sink(data)
@@ -221,7 +221,12 @@ class _ArrayScanner:
         chunk = self.reader.raw_read(READ_SIZE)
         self.eof = not chunk
         self.base = self.byte_offset(self.pos)
-        self.text = self.text[self.pos:] + self.utf8.decode(chunk, final=self.eof)
+        try:
+            text = self.utf8.decode(chunk, final=self.eof)
+        except UnicodeDecodeError as e:  # e.start counts from the chunk (less what is pending)
+            at = self.reader.offset - len(chunk) + max(e.start, 0)
+            raise VGFSError(f"{self.src.label}: invalid UTF-8 at byte {at}") from None
+        self.text = self.text[self.pos:] + text
         self.pos, self.mark = 0, (0, 0)
         self.ascii = self.text.isascii()
         return True

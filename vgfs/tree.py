@@ -18,6 +18,7 @@ Every answer about an image costs one read of its record (layout.IMAGE).
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -230,7 +231,7 @@ class Tree:
             else:
                 node = Node(ino_of[path], NodeType.RELEASE_FILE, file=path, size=size)
             listing = self._dirs.setdefault(ino_of[parent], []) if parent else root
-            listing.append((name.encode(), node))
+            listing.append((os.fsencode(name), node))
         for ino, listing in self._dirs.items():
             self._dirs[ino] = sorted(listing, key=lambda entry: entry[0])
         return root

@@ -17,6 +17,7 @@ from vgfs.progress import progress, warn
 from vgfs.release import Source
 from vgfs.schema import PER_IMAGE
 from vgfs.stream import stream_entries, stream_whole
+from vgfs.tree import MAX_IMAGE_ID
 
 # Called with (kind, image id, entry) for each entry of an image of image_data.json.
 Index = Callable[[str, int, dict[str, Any]], object]
@@ -43,6 +44,9 @@ def _store_kind(writer: Writer, kind: str, src: Source, table: ImageTable, index
     with writer.stored_file(src.name) as out, \
             progress(src.name, src.size_hint(), "B", show) as bar:
         for entry in stream_entries(src, kind, bar.update, out.write):
+            if kind == "meta" and entry.image_id > MAX_IMAGE_ID:
+                raise VGFSError(f"{src.label}: image id {entry.image_id} is larger than vgfs"
+                                f" can number ({MAX_IMAGE_ID})")
             row = table.add(entry.image_id) if kind == "meta" else table.index(entry.image_id)
             if row is None:
                 if entry.image_id in unknown:

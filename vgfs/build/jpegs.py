@@ -98,6 +98,9 @@ def _note(out: Survey, name: str, where: str) -> int | None:
     if m is None:
         return None
     image_id = int(m[1])
+    if image_id > MAX_IMAGE_ID:
+        raise VGFSError(f"{where}: image id {image_id} is larger than vgfs can number"
+                        f" ({MAX_IMAGE_ID})")
     if image_id in out.sources:
         raise VGFSError(f"{where}: image {image_id} also at {out.sources[image_id]}")
     out.sources[image_id] = where
@@ -172,7 +175,10 @@ def _mksquashfs(folders: list[Path], image: Path, show: bool) -> None:
     if shutil.which("mksquashfs") is None:
         raise VGFSError("mksquashfs: not found; install squashfs-tools")
     tty = show and sys.stderr.isatty()
-    cmd = ["mksquashfs", *map(str, folders), str(image), *MKSQUASHFS_OPTS]
+    # One source folder would have its files at the image's top: keep it a folder, so that the
+    # top-level names always say each file's JPEG folder.
+    keep = ["-keep-as-directory"] if len(folders) == 1 else []
+    cmd = ["mksquashfs", *map(str, folders), str(image), *MKSQUASHFS_OPTS, *keep]
     if not tty:
         cmd.append("-no-progress")
     if show:
@@ -194,12 +200,16 @@ def _index(writer: Writer, image: Path, survey: Survey, table: ImageTable,
     except SquashFSError as e:
         raise VGFSError(str(e)) from e
     counts = {"jpegs": 0, "unannotated_jpegs": 0, "other_files": 0, "not_in_a_jpeg_folder": 0}
+    examples: dict[str, list[str]] = {key: [] for key in counts}  # the first few, to report
     fd = os.open(image, os.O_RDONLY)
     buf = bytearray(READ_CHUNK)  # reused: a fresh buffer per JPEG fragments the heap
     try:
         with sq, writer.batch() as batch, progress("indexing JPEGs", None, "file", show) as bar:
-            for entry in sq.walk():  # streamed: nothing per file is kept
-                counts[_index_one(batch, sq, fd, buf, image, entry, survey, table)] += 1
+            for entry in sq.walk():  # streamed: nothing per file is kept but a few names
+                key = _index_one(batch, sq, fd, buf, image, entry, survey, table)
+                counts[key] += 1
+                if len(examples[key]) < 3:
+                    examples[key].append(entry.path)
                 bar.update()
                 batch.done()
     except SquashFSError as e:
@@ -207,7 +217,7 @@ def _index(writer: Writer, image: Path, survey: Survey, table: ImageTable,
     finally:
         os.close(fd)
     counts["images_without_jpeg"] = len(table) - counts["jpegs"]
-    _report(counts)
+    _report(counts, examples)
     return counts
 
 
@@ -221,9 +231,6 @@ def _index_one(batch: Any, sq: SquashFSImage, fd: int, buf: bytearray, image: Pa
     value, sha, head = _index_record(sq, fd, buf, image, entry)
     m = JPEG_NAME.fullmatch(name)
     image_id = int(m[1]) if m else None
-    if image_id is not None and image_id > MAX_IMAGE_ID:
-        raise VGFSError(f"{image}: {entry.path}: image id {image_id} is larger than vgfs can"
-                        f" number ({MAX_IMAGE_ID})")
     row = None if image_id is None else table.index(image_id)
     if row is not None and head.startswith(_JPEG_MAGIC):
         if image_id in survey.files:
@@ -257,18 +264,20 @@ def _check_source(source: Path, sha256: bytes, what: str) -> None:
             raise VGFSError(f"{what} differ from {source}")
 
 
-def _report(counts: dict[str, int]) -> None:
-    if counts["images_without_jpeg"] and counts["jpegs"]:
+def _report(counts: dict[str, int], examples: dict[str, list[str]]) -> None:
+    if not counts["jpegs"]:
+        warn("found no JPEG of an image of image_data.json: the mount shows annotations only"
+             " (give the JPEG folders, zips or a SquashFS image with --images)")
+    elif counts["images_without_jpeg"]:
         warn(f"{counts['images_without_jpeg']} images of image_data.json have no JPEG")
-    if counts["unannotated_jpegs"]:
-        warn(f"{counts['unannotated_jpegs']} JPEGs have no entry in image_data.json; served in"
-             " the JPEG folders, without an images/ directory")
-    if counts["other_files"]:
-        warn(f"{counts['other_files']} other files sit in the JPEG folders; served where they"
-             " were")
-    if counts["not_in_a_jpeg_folder"]:
-        warn(f"{counts['not_in_a_jpeg_folder']} files of the image are in no JPEG folder"
-             " (VG_100K, VG_100K_2, images or the top); not served")
+    said = {"unannotated_jpegs": "JPEGs have no entry in image_data.json; served in the JPEG"
+                                 " folders, without an images/ directory",
+            "other_files": "other files sit in the JPEG folders; served where they were",
+            "not_in_a_jpeg_folder": "files of the image are in no JPEG folder (VG_100K,"
+                                    " VG_100K_2, images or the top); not served"}
+    for key, what in said.items():
+        if counts[key]:
+            warn(f"{counts[key]} {what} (first: {', '.join(examples[key])})")
 
 
 def _index_record(sq: SquashFSImage, fd: int, buf: bytearray, image: Path,

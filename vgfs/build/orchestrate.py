@@ -28,7 +28,7 @@ from vgfs.build.writer import Writer
 from vgfs.errors import VGFSError
 from vgfs.layout import FORMAT, FRAME, ZSTD_LEVEL
 from vgfs.progress import warn
-from vgfs.release import Source, find_sources
+from vgfs.release import Source, default_image_paths, find_sources
 from vgfs.tree import RESERVED
 
 
@@ -103,7 +103,9 @@ def _build_into(release: Path, tmp: Path, image_paths: list[Path],
 def _carried(release: Path, jpegs: Survey) -> dict[str, Source]:
     """The release's files to keep: all but its JPEG sources, and but those whose names the
     mount gives its own meaning (reported: a by-id/ that the driver wrote is made anew)."""
-    skip = {p.absolute() for p in jpegs.found.folders + jpegs.found.zips}
+    # The release's own JPEG folders are never release files, even when --images names others.
+    own = default_image_paths(release)
+    skip = {p.absolute() for p in [*jpegs.found.folders, *jpegs.found.zips, *own]}
     if jpegs.found.sqfs is not None:
         skip.add(jpegs.found.sqfs.absolute())
     found = find_sources(release.absolute(), skip)

@@ -236,7 +236,7 @@ class StoredFile:
                 txn.put(frame_key(self.file_no, self.frames), at, db=db, append=True)
                 self.frames += 1
             if last:
-                txn.put(self.path.encode(), FILE_INFO.pack(self.file_no, self.size),
+                txn.put(os.fsencode(self.path), FILE_INFO.pack(self.file_no, self.size),
                         db=self.writer.dbs["files"])
         self.ready.clear()
         self.commits += 1
