@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import JPEGS, entries_by_id, image_id_of, walk
+from tests.test_compose import compose_graph
 from tests.test_frames import damage_frame
 from tests.test_tree import site_file_bytes, write_site_release
 from vgfs.build import build
 from vgfs.cache import LRUCache
-from vgfs.contents import Contents, compose_graph, readme_text
+from vgfs.contents import Contents, readme_text
 from vgfs.dataset import Dataset, open_dataset
 from vgfs.errors import VGFSError
 from vgfs.layout import FRAME, KINDS
@@ -273,7 +274,7 @@ def composed(tmp_path_factory: pytest.TempPathFactory,
 
 @pytest.fixture(scope="module")
 def composition(release: Path) -> dict[int, dict]:
-    """What graph.json has always been without scene_graphs.json (contents.compose_graph),
+    """What graph.json has always been without scene_graphs.json (tests.test_compose.compose_graph),
     from the release's entries, by image id."""
     kinds = [entries_by_id(release / f"{k}.json") for k in ("attributes", "objects",
                                                              "relationships")]

@@ -354,7 +354,7 @@ def test_mount_failures_name_the_reason(real_dataset: Path, tmp_path: Path) -> N
     assert mounted_fs(mp) is None
 
 
-@pytest.mark.parametrize("key", ["tool", "built", "sources", "kinds", "whole_files", "images",
+@pytest.mark.parametrize("key", ["tool", "built", "sources", "kinds", "annotations", "images",
                                  "counts"])
 def test_manifest_without_a_key_is_named(real_dataset: Path, tmp_path: Path, key: str) -> None:
     """A manifest that lacks a key the code reads: `vgfs mount` and `vgfs info` name the file

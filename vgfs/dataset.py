@@ -425,7 +425,7 @@ def _read_manifest(path: Path) -> dict[str, Any]:
                         + ("rebuild it with `vgfs build`" if older
                            else "it was written by a newer vgfs, so upgrade vgfs"))
     # The keys that opening, mounting and `vgfs info` read without a default.
-    for key in ("tool", "built", "sources", "kinds", "whole_files", "images", "counts"):
+    for key in ("tool", "built", "sources", "kinds", "annotations", "images", "counts"):
         if key not in manifest:
             raise VGFSError(f"{mpath}: no `{key}`, so it is incomplete or damaged; rebuild the"
                             " dataset with `vgfs build`")
