@@ -3,20 +3,24 @@ real FUSE mounts that always unmount."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from vgfs.build import build
 from vgfs.dataset import Dataset, open_dataset
+from vgfs.layout import FRAME, FRAME_AT, FRAMES_FILE, KINDS, frame_key
 from vgfs.mount import mounted_fs
 from vgfs.schema import PER_IMAGE
 from vgfs.tree import ROOT, Node, Tree
@@ -94,21 +98,104 @@ def flip_byte(path: Path, offset: int) -> None:
         f.write(bytes([byte[0] ^ 0x01]))
 
 
-def damage_record(dataset: Path, kind: str, image_id: int) -> None:
-    """Set one byte in the middle of a stored record's value to 0xFF (never valid UTF-8)."""
-    data_mdb = dataset / "annotations.lmdb" / "data.mdb"
+def stored_frame(dataset: Path, path: str, frame: int) -> tuple[int, bytes, tuple[int, int]]:
+    """Where one stored zstd frame of the release file `path` sits in the frames file, its
+    compressed bytes, and the byte range [start, end) of the file that it holds."""
     with open_dataset(dataset) as ds:
-        record = bytes(ds.record(kind, image_id))
-    raw = data_mdb.read_bytes()
-    for start in range(len(record) // 2, len(record) - 64, 16):
-        needle = record[start:start + 64]
-        if raw.count(needle) == 1:  # a substring stored once: this record's own bytes
+        file_no, size = ds.files[path]
+        with ds.env.begin() as txn:
+            at = txn.get(frame_key(file_no, frame), db=ds.dbs["frames"])
+    assert at is not None and frame * FRAME < size, f"{path} has no frame {frame}"
+    offset, length = FRAME_AT.unpack(at)
+    with open(dataset / FRAMES_FILE, "rb") as f:
+        f.seek(offset)
+        raw = f.read(length)
+    return offset, raw, (frame * FRAME, min((frame + 1) * FRAME, size))
+
+
+def damage_frame(dataset: Path, path: str, frame: int) -> tuple[int, int]:
+    """Flip one bit in the middle of one stored zstd frame of the release file `path`, in the
+    frames file itself, as a bad sector would; returns the byte range [start, end) of `path`
+    that the frame holds, whose reads must now fail. The damaged frame is checked to fail
+    zstd's decompression (its content checksum) before it is written."""
+    offset, raw, span = stored_frame(dataset, path, frame)
+    for at in range(len(raw) // 2, len(raw)):
+        damaged = bytearray(raw)
+        damaged[at] ^= 0x01
+        try:
+            zstandard.ZstdDecompressor().decompress(bytes(damaged))
+        except zstandard.ZstdError:
             break
     else:
-        raise AssertionError(f"no unique substring in the {kind} record of image {image_id}")
-    with open(data_mdb, "r+b") as f:
-        f.seek(raw.index(needle) + 32)
-        f.write(b"\xff")
+        raise AssertionError(f"no single bit flip breaks frame {frame} of {path}")
+    with open(dataset / FRAMES_FILE, "r+b") as f:
+        f.seek(offset + at)
+        f.write(bytes([damaged[at]]))
+    return span
+
+
+def damage_record(dataset: Path, kind: str, image_id: int) -> tuple[int, int]:
+    """Damage the stored frame that holds the middle of an image's entry of `kind` (in the
+    kind's source file); returns that frame's byte range of the source file."""
+    with open_dataset(dataset) as ds:
+        record = ds.image(image_id)
+        assert record is not None, f"no image {image_id}"
+        offset, length = record.ranges[KINDS.index(kind)]
+        source = ds.manifest["kinds"][kind]["source"]
+    return damage_frame(dataset, source, (offset + length // 2) // FRAME)
+
+
+_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def entry_spans(path: Path) -> dict[int, tuple[int, int]]:
+    """Where each entry of a per-image release file sits in it: image id -> (byte offset,
+    length) of the entry's own bytes, from its first to its last character, as
+    json.JSONDecoder().raw_decode finds them."""
+    text = path.read_bytes().decode()
+    decoder = json.JSONDecoder()
+    pos = _SPACE.match(text).end()
+    assert text[pos] == "[", f"{path}: not a JSON array"
+    pos, byte, spans = pos + 1, pos + 1, {}
+    while True:
+        start = _SPACE.match(text, pos).end()
+        byte += start - pos  # JSON's whitespace and punctuation are ASCII
+        if text[start] == "]":
+            return spans
+        entry, end = decoder.raw_decode(text, start)
+        length = len(text[start:end].encode())
+        image_id = image_id_of(entry)
+        assert image_id not in spans, f"{path}: image {image_id} twice"
+        spans[image_id] = (byte, length)
+        pos = _SPACE.match(text, end).end()
+        byte += length + pos - end
+        if text[pos] == ",":
+            pos, byte = pos + 1, byte + 1
+        else:
+            assert text[pos] == "]", f"{path}: malformed at character {pos}"
+
+
+def entry_bytes(path: Path) -> dict[int, bytes]:
+    """The release's own bytes of each entry of a per-image file, by image id: slices of the
+    file (entry_spans)."""
+    data = path.read_bytes()
+    return {i: data[off:off + length] for i, (off, length) in entry_spans(path).items()}
+
+
+def driver_by_id(release: Path, work: Path) -> dict[int, bytes]:
+    """by-id/<id>.json as the official driver's own preprocessing writes it from the release's
+    attributes.json and scene_graphs.json (add_attrs_to_scene_graphs, which rewrites
+    scene_graphs.json, so it runs on copies in `work`; then save_scene_graphs_by_id)."""
+    from visual_genome import local
+
+    work.mkdir(parents=True, exist_ok=True)
+    for name in ("attributes.json", "scene_graphs.json"):
+        shutil.copyfile(release / name, work / name)
+    # Its progress bars go nowhere, to a stream that stays open: progressbar keeps it.
+    with redirect_stderr(io.StringIO()):
+        local.add_attrs_to_scene_graphs(f"{work}/")
+        local.save_scene_graphs_by_id(f"{work}/", f"{work}/by-id/")
+    return {int(p.stem): p.read_bytes() for p in (work / "by-id").iterdir()}
 
 
 def drop_cache(path: Path) -> None:
@@ -174,6 +261,25 @@ def gone(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except FileNotFoundError:
         return True
+
+
+def lookups_for(mountpoint: Path, action: Callable[[], object], tries: int = 3) -> int:
+    """The fewest lookup requests the mount got while `action` ran, over `tries` runs: another
+    process on the machine dropping the kernel's caches (a cold benchmark) makes it forget
+    cached entries, and one run may see that; a cache that does not work shows in every run."""
+    def lookups() -> int:
+        stats = json.loads(vgfs("stats", str(mountpoint), "--json").stdout)
+        return stats["ops"].get("lookup", {"count": 0})["count"]
+
+    fewest = None
+    for _ in range(tries):
+        before = lookups()
+        action()
+        got = lookups() - before
+        fewest = got if fewest is None else min(fewest, got)
+        if fewest == 0:
+            break
+    return fewest
 
 
 def wait_for(what: str, condition: Callable[[], object], timeout: float = 20) -> None:

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import JPEGS, entries_by_id, image_id_of, walk
+from tests.conftest import JPEGS, damage_frame, entries_by_id, image_id_of, walk
 from tests.test_compose import compose_graph
-from tests.test_frames import damage_frame
 from tests.test_tree import site_file_bytes, write_site_release
 from vgfs.build import build
 from vgfs.cache import LRUCache

@@ -4,67 +4,26 @@ never wrong bytes, whenever it is read."""
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-import lmdb
 import pytest
 import zstandard
 
+from tests.conftest import damage_frame
 from vgfs.cache import LRUCache
 from vgfs.contents import Contents
 from vgfs.dataset import Dataset, open_dataset
 from vgfs.errors import VGFSError
 from vgfs.frames import Frames, compressor
-from vgfs.layout import FILE_INFO, FRAME, FRAME_KEY, MAX_DBS, frame_key
+from vgfs.layout import FRAME, FRAME_AT, FRAME_KEY, frame_key
 from vgfs.tree import IMAGES, Tree
 
 # A file of three and a half frames, in no way compressible: every byte counts.
 DATA = random.Random(3).randbytes(3 * FRAME + FRAME // 2)
-
-
-def stored_frames(dataset: Path) -> dict[bytes, bytes]:
-    """Every frame the dataset stores, by key, read with LMDB alone."""
-    env = lmdb.open(str(dataset / "annotations.lmdb"), readonly=True, lock=False,
-                    max_dbs=MAX_DBS)
-    try:
-        db = env.open_db(b"frames", create=False)
-        with env.begin() as txn:
-            return dict(txn.cursor(db=db))
-    finally:
-        env.close()
-
-
-def stored_file_no(dataset: Path, path: str) -> int:
-    env = lmdb.open(str(dataset / "annotations.lmdb"), readonly=True, lock=False,
-                    max_dbs=MAX_DBS)
-    try:
-        db = env.open_db(b"files", create=False)
-        with env.begin() as txn:
-            return FILE_INFO.unpack(txn.get(path.encode(), db=db))[0]
-    finally:
-        env.close()
-
-
-def stored_frame(dataset: Path, path: str, frame: int) -> bytes:
-    """The stored (compressed) bytes of one frame of the file `path`."""
-    return stored_frames(dataset)[frame_key(stored_file_no(dataset, path), frame)]
-
-
-def damage_frame(dataset: Path, path: str, frame: int, raw: bytes | None = None) -> None:
-    """Flip one bit in the middle of a stored frame of the file `path` (whose stored bytes are
-    `raw`, if known), in data.mdb itself, as a bad sector or a bit flip on the storage would.
-    An open dataset sees it: LMDB maps the file."""
-    raw = stored_frame(dataset, path, frame) if raw is None else raw
-    data_mdb = dataset / "annotations.lmdb" / "data.mdb"
-    image = data_mdb.read_bytes()
-    assert image.count(raw) == 1, "the frame's bytes are not one run of data.mdb"
-    at = image.index(raw) + len(raw) // 2
-    with open(data_mdb, "r+b") as f:
-        f.seek(at)
-        f.write(bytes([image[at] ^ 0x01]))
 
 
 def _frames_of(data: bytes, file_no: int = 0) -> dict[bytes, bytes]:
@@ -76,12 +35,21 @@ def _frames_of(data: bytes, file_no: int = 0) -> dict[bytes, bytes]:
 
 def _reader(store: dict[bytes, bytes], gets: list[bytes] | None = None,
             cache: LRUCache | None = None) -> Frames:
-    def get(key: bytes) -> bytes | None:
+    """A reader of frames kept in a file of their own, one after the other, as the build
+    writes them."""
+    places, blob = {}, bytearray()
+    for key, frame in store.items():
+        places[key] = FRAME_AT.pack(len(blob), len(frame))
+        blob += frame
+    fd = os.memfd_create("frames")
+    os.write(fd, blob)
+
+    def locate(key: bytes) -> bytes | None:
         if gets is not None:
             gets.append(key)
-        return store.get(key)
+        return places.get(key)
 
-    return Frames(get, cache or LRUCache(1 << 20), lambda n: f"file{n}.json")
+    return Frames(locate, fd, cache or LRUCache(1 << 20), lambda n: f"file{n}.json")
 
 
 # --- ranges ----------------------------------------------------------------------------------
@@ -231,13 +199,12 @@ def test_damage_is_caught_on_every_read_not_only_the_first(real_dataset: Path,
     """A frame read once, evicted, then damaged under the open dataset is caught on its next
     read from storage: the check is not a one-time one."""
     copy = shutil.copytree(real_dataset, tmp_path / "dataset")
-    raw = stored_frame(copy, "relationships.json", 3)
     released = (release / "relationships.json").read_bytes()
     with open_dataset(copy, LRUCache(FRAME)) as ds:  # room for one frame
         at = 3 * FRAME + 100
         assert bytes(ds.file_range("relationships.json", at, 10)) == released[at:at + 10]
         assert bytes(ds.file_range("relationships.json", 0, 10)) == released[:10]  # evicts 3
-        damage_frame(copy, "relationships.json", 3, raw)
+        damage_frame(copy, "relationships.json", 3)
         with pytest.raises(VGFSError, match=r"^relationships\.json: frame 3 is damaged"):
             ds.file_range("relationships.json", at, 10)
         assert bytes(ds.file_range("relationships.json", 0, 10)) == released[:10]

@@ -10,6 +10,7 @@ import json
 import multiprocessing
 import os
 import random
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.conftest import mounted, vgfs
+from tests.conftest import driver_by_id, mounted, vgfs
 from vgfs.build import build
 
 SECONDS = float(os.environ.get("VGFS_LOAD_SECONDS", "60"))
@@ -45,18 +46,23 @@ def _canonical(value: Any) -> str:
 
 
 def expected_files(release: Path) -> dict[str, tuple[str, str]]:
-    """Relative path in the mount -> ("jpeg", sha256 of the source JPEG) or ("json", canonical
-    digest of the source entry), for every per-image file and by-id file."""
+    """Relative path in the mount -> ("jpeg" or "bytes", sha256 of the source file) or ("json",
+    canonical digest of the source entry), for every JPEG, release file and per-image file,
+    and for every by-id file the digest of what the official driver's preprocessing writes."""
     expected: dict[str, tuple[str, str]] = {}
     for p in release.glob("VG_100K*/*.jpg"):
         digest = hashlib.sha256(p.read_bytes()).hexdigest()
         expected[f"images/{p.stem}/image.jpg"] = ("jpeg", digest)
+    for p in release.iterdir():  # the release's own files, byte for byte
+        if p.is_file():
+            expected[p.name] = ("bytes", hashlib.sha256(p.read_bytes()).hexdigest())
     for name, source in KIND_SOURCES.items():
         for entry in json.loads((release / source).read_bytes()):
             image_id = entry["image_id"] if "image_id" in entry else entry["id"]
             expected[f"images/{image_id}/{name}"] = ("json", _canonical(entry))
-            if name == "graph.json":
-                expected[f"by-id/{image_id}.json"] = ("json", _canonical(entry))
+    with tempfile.TemporaryDirectory(prefix="vgfs-driver-") as work:
+        for image_id, data in driver_by_id(release, Path(work)).items():
+            expected[f"by-id/{image_id}.json"] = ("json", _canonical(json.loads(data)))
     return expected
 
 
@@ -75,8 +81,8 @@ def _reader(args: tuple[str, list[tuple[str, str, str]], float, int]) -> dict[st
             out["errors"] += 1
             out["first"] = out["first"] or f"{rel}: {e}"
             continue
-        got = (hashlib.sha256(data).hexdigest() if kind == "jpeg"
-               else _canonical(json.loads(data)))
+        got = (_canonical(json.loads(data)) if kind == "json"
+               else hashlib.sha256(data).hexdigest())
         if got != digest:
             out["mismatches"] += 1
             out["first"] = out["first"] or f"{rel}: wrong bytes"

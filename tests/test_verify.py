@@ -10,8 +10,7 @@ from pathlib import Path
 import lmdb
 import pytest
 
-from tests.conftest import flip_byte
-from tests.test_frames import damage_frame
+from tests.conftest import damage_frame, flip_byte
 from vgfs.build import build
 from vgfs.dataset import Dataset, open_dataset
 from vgfs.layout import FRAME, ID, KINDS, MAX_DBS, ImageRecord
