@@ -29,6 +29,7 @@ from tests.conftest import (
     RELEASE,
     V12,
     VGFS,
+    damage_frame,
     entries_by_id,
     flip_byte,
     force_unmount,
@@ -38,7 +39,16 @@ from tests.conftest import (
 from tests.conftest import vgfs as run_vgfs
 from vgfs.dataset import Dataset
 from vgfs.errors import VGFSError
-from vgfs.layout import FILE_INFO, FORMAT, FRAME, FRAME_KEY, KINDS, VIEW_FILE_PREFIX
+from vgfs.layout import (
+    FILE_INFO,
+    FORMAT,
+    FRAME,
+    FRAME_AT,
+    FRAME_KEY,
+    FRAMES_FILE,
+    KINDS,
+    VIEW_FILE_PREFIX,
+)
 from vgfs.mount import mounted_fs
 from vgfs.tree import MAX_IMAGE_ID
 
@@ -146,18 +156,25 @@ def _warnings(stderr: str) -> list[str]:
 
 def _stored_frames(ds: Dataset) -> tuple[dict[str, tuple[int, int]], dict[int, list[bytes]]]:
     """The `files` database, and each file number's stored frames in frame order, read
-    straight from LMDB."""
+    straight from LMDB's index and the frames file, which they tile without a gap."""
+    blob = (ds.path / FRAMES_FILE).read_bytes()
     txn = ds.env.begin(buffers=False)
     try:
         files = {k.decode(): FILE_INFO.unpack(v) for k, v in txn.cursor(db=ds.dbs["files"])}
         frames: dict[int, list[bytes]] = {}
+        places = []
         for key, value in txn.cursor(db=ds.dbs["frames"]):
             file_no, frame = FRAME_KEY.unpack(key)
             got = frames.setdefault(file_no, [])
             assert frame == len(got), (file_no, frame)  # no frame missing, none twice
-            got.append(value)
+            offset, length = FRAME_AT.unpack(value)
+            got.append(blob[offset:offset + length])
+            places.append((offset, length))
     finally:
         txn.abort()
+    places.sort()
+    assert all(a + n == b for (a, n), (b, _) in zip(places, places[1:], strict=False))
+    assert places[-1][0] + places[-1][1] == len(blob)
     return files, frames
 
 
@@ -275,7 +292,7 @@ def test_cli_build_reports_what_it_cannot_show(release_copy: Path, tmp_path: Pat
     assert m["kinds"]["objects"]["unknown_ids"] == 1
     assert m["counts"] == {**REAL_COUNTS, "jpegs": 4, "unannotated_jpegs": 1}
     with vgfs.open_dataset(out) as ds:
-        assert ds.entry("objects", 9999) is None and not ds.has_image(9999)
+        assert ds.entry("objects", 9999) is None and not ds.in_image_data(9999)
         data = (release_copy / "objects.json").read_bytes()
         assert bytes(ds.file_range("objects.json", 0, len(data))) == data
         assert data.endswith(b'{"image_id": 9999, "objects": []}]')
@@ -484,8 +501,8 @@ def _assert_strays(dataset: Path, strays: dict[str, bytes]) -> None:
             index = ds.strays[name]
             assert ds.image_bytes(index, name) == data, name
             assert index.sha256 == hashlib.sha256(data).digest(), name
-        assert ds.jpeg(7) is None and ds.has_image(7)
-        assert ds.jpeg(999999) is None and not ds.has_image(999999)
+        assert ds.jpeg(7) is None and ds.in_image_data(7)
+        assert ds.jpeg(999999) is None and not ds.in_image_data(999999)
         assert sorted(ds.image_ids(db="jpegs")) == sorted(JPEGS)
     _assert_jpegs_equal(dataset, RELEASE)
 
@@ -733,7 +750,7 @@ def _huge_jpeg_name(rel: Path) -> None:
 
 
 @pytest.mark.parametrize("breaker, file", [
-    _huge_in_image_data, "image_data.json",
+    (_huge_in_image_data, "image_data.json"),
     (_huge_jpeg_name, f"VG_100K/{MAX_IMAGE_ID + 1}.jpg"),
 ], ids=["image-data", "jpeg-name"])
 def test_image_id_above_the_limit_is_refused(breaker: Callable[[Path], None], file: str,
@@ -963,24 +980,15 @@ def test_verify_catches_a_flipped_jpeg_byte(dataset_copy: Path) -> None:
 
 
 def test_verify_catches_a_flipped_frame_byte(dataset_copy: Path) -> None:
-    """One flipped bit inside a stored frame in data.mdb is caught and named by file and
+    """One flipped bit inside a stored frame of the frames file is caught and named by file and
     frame (format 3 stores frames, not records); only the entries on that frame fail, the
     others still read."""
-    data_mdb = dataset_copy / "annotations.lmdb" / "data.mdb"
     with vgfs.open_dataset(dataset_copy) as ds:
         offset, length = ds.image(30).ranges[KINDS.index("regions")]
         frame = offset // FRAME
-        file_no = ds.kind_file("regions")
-        txn = ds.env.begin()
-        stored = bytes(txn.get(FRAME_KEY.pack(file_no, frame), db=ds.dbs["frames"]))
-        txn.abort()
         on_frame = {i for i in IDS if frame in _frames_of(ds, "regions", i)}
     assert 30 in on_frame and len(on_frame) < len(IDS)
-    raw = data_mdb.read_bytes()
-    middle = len(stored) // 2
-    needle = stored[middle: middle + 48]
-    assert raw.count(needle) == 1, "pick a substring stored once"
-    flip_byte(data_mdb, raw.index(needle) + 24)
+    damage_frame(dataset_copy, "region_descriptions.json", frame)
     proc = run_vgfs("verify", str(dataset_copy), "--quiet", check=False, timeout=120)
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr

@@ -89,9 +89,9 @@ def test_bad_values(item: str, message: str) -> None:
 def test_unknown_option_names_the_known_ones() -> None:
     with pytest.raises(VGFSError) as exc:
         parse_options(["ro,fsname=x"])
-    assert str(exc.value) == ("-o fsname=x: unknown option (known: cache_size=, pretty, uid=,"
-                              " gid=, umask=, allow_other, allow_root, threads=, metrics_file=,"
-                              " metrics_interval=, log_file=)")
+    assert str(exc.value) == ("-o fsname=x: unknown option (known: cache_size=, pretty,"
+                              " list_views, uid=, gid=, umask=, allow_other, allow_root,"
+                              " threads=, metrics_file=, metrics_interval=, log_file=)")
     assert set(OPTIONS) <= set(vars(MountOptions()))  # every option sets a field of its name
 
 

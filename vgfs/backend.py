@@ -45,6 +45,8 @@ class Backend:
         data = self.cache.get(key)
         if data is not None:
             return memoryview(data)[off:off + size]
+        if off >= index.size:  # at the end: no storage to read
+            return memoryview(b"")
         if index.path is not None:  # compressed or fragmented in a site's image
             return None
         whole = self._pread_nowait(index.offset, index.size, 0, index.size)
