@@ -1018,7 +1018,8 @@ def test_info_prints_version_counts_and_sources(real_dataset: Path) -> None:
     """`vgfs info` shows the format and tool version, the counts and every source's version."""
     out = run_vgfs("info", str(real_dataset)).stdout
     assert f"format       {FORMAT} (built by vgfs {vgfs.__version__}" in out
-    assert "60 (4 JPEGs, 56 without a JPEG, 0 JPEGs without annotations)" in out
+    assert ("60 (4 JPEGs, 56 without a JPEG; 0 JPEGs and 0 other files of the JPEG folders"
+            " without annotations)") in out
     lines = {line.split()[0]: line.split() for line in out.splitlines() if line.strip()}
     m = json.loads((real_dataset / "manifest.json").read_bytes())
     for name, s in m["sources"].items():

@@ -32,7 +32,7 @@ from tests.conftest import (
 )
 from vgfs.build import build
 from vgfs.dataset import open_dataset
-from vgfs.layout import FRAME
+from vgfs.layout import FRAME, FRAMES_FILE
 from vgfs.mount import mounted_fs
 
 
@@ -170,7 +170,7 @@ def test_garbage_in_one_region(dataset: Path, jpeg_sums: dict, graphs: dict,
         drop_cache(sqfs)
         assert read(mp / "images" / str(victim) / "image.jpg") == errno.EIO
         assert 1 <= errors(mp) <= 2
-        assert "does not match its checksum" in log.read_text()
+        assert "do not match their checksum" in log.read_text()
         check_others(mp, jpeg_sums, graphs, skip={victim})
         with open(sqfs, "r+b") as f:
             f.seek(off)
@@ -197,7 +197,7 @@ def test_unlinked_or_replaced_image_keeps_serving(dataset: Path, jpeg_sums: dict
 
 def test_damaged_frame(dataset: Path, sample: Path, graphs: dict, jpeg_sums: dict,
                        tmp_path: Path) -> None:
-    """One stored zstd frame of region_descriptions.json damaged in data.mdb: the files whose
+    """One stored zstd frame of region_descriptions.json damaged in the frames file: the files whose
     bytes sit in it (that file, the regions.json of the images whose entries it holds) give
     EIO, a log line and a counted error, compact or pretty (zstd's checksum is checked on every
     read); the other images' regions.json, the file's other frames and every other file read
@@ -205,8 +205,8 @@ def test_damaged_frame(dataset: Path, sample: Path, graphs: dict, jpeg_sums: dic
     source = sample / "release" / "region_descriptions.json"
     spans = entry_spans(source)
     own = entry_bytes(source)
-    data_mdb = dataset / "annotations.lmdb" / "data.mdb"
-    original = data_mdb.read_bytes()
+    frames_file = dataset / FRAMES_FILE
+    original = frames_file.read_bytes()
     frames = -(-source.stat().st_size // FRAME)
     assert frames >= 5, "the sample's region_descriptions.json is too small for this test"
     start, end = damage_frame(dataset, "region_descriptions.json", frames // 2)
@@ -237,7 +237,7 @@ def test_damaged_frame(dataset: Path, sample: Path, graphs: dict, jpeg_sums: dic
             check_others(mp, jpeg_sums, graphs, skip=set())
             assert mounted_fs(mp) is not None
             if options:  # the pretty mount: the same bytes again put it right
-                with open(data_mdb, "r+b") as f:
+                with open(frames_file, "r+b") as f:
                     f.write(original)
                 for image_id in sorted(hit):
                     data = (mp / "images" / str(image_id) / "regions.json").read_bytes()

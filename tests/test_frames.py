@@ -19,7 +19,7 @@ from vgfs.contents import Contents
 from vgfs.dataset import Dataset, open_dataset
 from vgfs.errors import VGFSError
 from vgfs.frames import Frames, compressor
-from vgfs.layout import FRAME, FRAME_AT, FRAME_KEY, frame_key
+from vgfs.layout import FRAME, FRAME_AT, FRAME_KEY, FRAMES_FILE, frame_key
 from vgfs.tree import IMAGES, Tree
 
 # A file of three and a half frames, in no way compressible: every byte counts.
@@ -100,8 +100,10 @@ def test_every_stored_frame_decompresses_alone_and_carries_a_checksum(
         real_ds: Dataset, release: Path) -> None:
     """Each frame says its content size and has zstd's checksum of its content; every frame
     but a file's last holds FRAME bytes of it; the frames of a file are the file."""
+    blob = (real_ds.path / FRAMES_FILE).read_bytes()
     with real_ds.env.begin() as txn:  # the session's dataset holds the environment open
-        store = {bytes(k): bytes(v) for k, v in txn.cursor(db=real_ds.dbs["frames"])}
+        places = {bytes(k): FRAME_AT.unpack(v) for k, v in txn.cursor(db=real_ds.dbs["frames"])}
+    store = {k: blob[off:off + n] for k, (off, n) in places.items()}
     by_file: dict[int, list[bytes]] = {}
     dctx = zstandard.ZstdDecompressor()
     for key, raw in sorted(store.items()):
@@ -183,7 +185,7 @@ def test_a_damaged_frame_on_disk_is_an_error_only_for_its_bytes(real_dataset: Pa
     with open_dataset(copy) as ds:
         for off in (3 * FRAME, 4 * FRAME - 1, 2 * FRAME - 10):
             with pytest.raises(VGFSError, match=r"^region_descriptions\.json: frame 3 is"
-                                                r" damaged in the annotation database"):
+                                                r" damaged in the frames file"):
                 ds.file_range("region_descriptions.json", off, 2 * FRAME)
         assert bytes(ds.file_range("region_descriptions.json", 2 * FRAME, FRAME)) == raw[
             2 * FRAME:3 * FRAME]

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import RELEASE, driver_by_id, entry_bytes, entry_spans, mounted, vgfs
 from vgfs.dataset import open_dataset
-from vgfs.layout import FRAME, frame_key
+from vgfs.layout import FRAME, FRAME_AT, FRAMES_FILE, frame_key
 from vgfs.tree import STATS_NAME
 
 PARENTS = ["", "images", "images/1", "by-id", "by-object", "by-object/wall", "by-predicate"]
@@ -94,17 +94,16 @@ def _damage_frames(dataset: Path, seed: int) -> dict[str, set[int]]:
         frames = [(path, ds.files[path][0], f) for path, size in ds.release_files()
                   for f in range(-(-size // FRAME))]
         with ds.env.begin() as txn:
-            stored = {(path, f): bytes(txn.get(frame_key(no, f), db=ds.dbs["frames"]))
+            places = {(path, f): FRAME_AT.unpack(txn.get(frame_key(no, f), db=ds.dbs["frames"]))
                       for path, no, f in frames}
-    data_mdb = dataset / "annotations.lmdb" / "data.mdb"
-    image = bytearray(data_mdb.read_bytes())
+    frames_file = dataset / FRAMES_FILE
+    image = bytearray(frames_file.read_bytes())
     rng = random.Random(seed)
     damaged: dict[str, set[int]] = {}
-    for path, f in rng.sample(sorted(stored), 6):
-        raw = stored[path, f]
-        assert image.count(raw) == 1, (path, f)
+    for path, f in rng.sample(sorted(places), 6):
+        at, length = places[path, f]
+        raw = bytes(image[at:at + length])
         bad = _flip_bits(raw, rng)
-        at = image.index(raw)
         image[at:at + len(raw)] = bad
         try:
             content = zstandard.ZstdDecompressor().decompress(bad)
@@ -112,7 +111,7 @@ def _damage_frames(dataset: Path, seed: int) -> dict[str, set[int]]:
             damaged.setdefault(path, set()).add(f)
             continue
         assert content == zstandard.ZstdDecompressor().decompress(raw), (path, f)
-    data_mdb.write_bytes(bytes(image))
+    frames_file.write_bytes(bytes(image))
     return damaged
 
 

@@ -278,7 +278,7 @@ BAD_ENTRIES = {
                  f"nested more than {MAX_DEPTH} levels deep"),
     "invalid-utf8": (lambda o: json.dumps(o, ensure_ascii=False).encode()[:-1]
                      + b', {"image_id": 99, "objects": [{"names": ["\xff"]}]}]', None,
-                     "invalid UTF-8 near byte"),
+                     "invalid UTF-8 at byte"),
 }
 
 
@@ -339,7 +339,7 @@ def test_invalid_utf8_is_reported_near_its_byte(objects: list, tmp_path: Path) -
     """At most one read window after the bad byte, never before it."""
     data = BAD_ENTRIES["invalid-utf8"][0](objects)
     src = _source(tmp_path / "rel", "objects.json", data)
-    with pytest.raises(VGFSError, match=r"invalid UTF-8 near byte (\d+)") as exc:
+    with pytest.raises(VGFSError, match=r"invalid UTF-8 at byte (\d+)") as exc:
         _stream(src)
     near = int(str(exc.value).rsplit(" ", 1)[1])
     assert data.index(b"\xff") <= near <= data.index(b"\xff") + READ_SIZE

@@ -157,7 +157,7 @@ def readme_text(manifest: dict[str, Any]) -> str:
         lines += [
             "",
             "Query views, not listed here so that walks of the mount (find, du, updatedb) see",
-            "only the dataset, but there by name: ls by-object/dog, cd by-predicate, ...",
+            "only the dataset, but there by name: ls <view>/<name>, cd <view>, ...",
             "<view>/<name>/<image_id> are symlinks to images/<image_id>; each view's",
             "counts.json maps name -> number of images, most frequent first, and a name",
             "directory's st_size is its number of images. Mount with -o list_views to list",
