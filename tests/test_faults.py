@@ -245,9 +245,6 @@ def test_damaged_frame(dataset: Path, sample: Path, graphs: dict, jpeg_sums: dic
                 assert (mp / "region_descriptions.json").read_bytes() == source.read_bytes()
 
 
-@pytest.mark.xfail(strict=True, reason="fs.readdir takes each entry's st_size from"
-                   " Contents.size, which in pretty mode makes the file: a damaged entry fails"
-                   " the whole listing of its image directory with EIO")
 def test_damaged_entry_in_pretty_mode_keeps_its_listing(dataset: Path, sample: Path,
                                                          tmp_path: Path) -> None:
     """With -o pretty, a damaged entry gives EIO for its own file only: its image directory

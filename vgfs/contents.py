@@ -37,7 +37,10 @@ class Contents:
         if node.type is NodeType.README:
             return len(self._readme)
         if self.pretty and node.type in _PER_IMAGE:
-            return len(self._made(node))
+            try:
+                return len(self._made(node))
+            except VGFSError:  # damaged: its reads fail, but its directory still lists
+                return node.size
         return node.size
 
     def read_now(self, node: Node, off: int, size: int) -> Buffer | None:
