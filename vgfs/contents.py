@@ -32,15 +32,16 @@ class Contents:
         self.backend = Backend(dataset, cache)
         self._readme = readme_text(dataset.manifest).encode()
 
-    def size(self, node: Node) -> int:
-        """Exact st_size of a file or symlink: what a read from 0 to EOF returns."""
+    def size(self, node: Node) -> int | None:
+        """Exact st_size of a file or symlink: what a read from 0 to EOF returns; None for a
+        pretty file too damaged to make (its reads fail, but its directory still lists)."""
         if node.type is NodeType.README:
             return len(self._readme)
         if self.pretty and node.type in _PER_IMAGE:
             try:
                 return len(self._made(node))
-            except VGFSError:  # damaged: its reads fail, but its directory still lists
-                return node.size
+            except VGFSError:
+                return None
         return node.size
 
     def read_now(self, node: Node, off: int, size: int) -> Buffer | None:

@@ -101,8 +101,13 @@ class Operations(pyfuse3.Operations):
             attr.st_size = node.count  # a view's name directory: its number of images
             return attr
         attr = self._link_attr if node.is_link else self._file_attr
+        size = self.contents.size(node)
+        if size is None:  # damaged (its reads fail): not for the kernel to keep, it may mend
+            attr = self._template(self.file_mode, 1)
+            attr.entry_timeout = attr.attr_timeout = 0
+            size = node.size
         attr.st_ino = node.ino
-        attr.st_size = size = self.contents.size(node)
+        attr.st_size = size
         attr.st_blocks = (size + 511) // 512
         return attr
 
