@@ -67,7 +67,7 @@ def files(real_tree: Tree) -> dict[bytes, Node]:
 
 def _whole(contents: Contents, node: Node) -> bytes:
     """A file read from 0 past its end in one call, as `cat` would."""
-    return bytes(contents.read(node, 0, contents.size(node) + 4096))
+    return bytes(contents.read(node, 0, (contents.size(node) or node.size) + 4096))
 
 
 def _record(tree: Tree, image_id: int, kind: str) -> Node:
