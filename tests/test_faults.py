@@ -333,6 +333,44 @@ def test_signal_unmounts_while_a_storage_read_hangs(eio_layer: tuple[Path, Path]
             reader.wait()
 
 
+def test_stalled_storage_holds_only_what_needs_it(eio_layer: tuple[Path, Path],
+                                                  graphs: dict, tmp_path: Path) -> None:
+    """Storage that stops answering reads of the annotations' frames: a graph.json that must
+    be read from it waits, while what needs no storage answers at once (lookups and listings
+    from the indexes held in memory, a file whose frame is in the cache, JPEGs); released,
+    the waiting read completes with the right bytes. Nothing stalls the event loop."""
+    layered, control = eio_layer
+    ids = sorted(graphs)
+    warm, cold = ids[0], ids[-1]  # far apart: their entries sit in different frames
+    mp = tmp_path / "mp"
+    with foreground(layered, mp) as log:
+        wait_for("the indexes held in memory", lambda: "indexes held" in log.read_text())
+        warm_bytes = (mp / "images" / str(warm) / "graph.json").read_bytes()
+        control.write_text("annotations.zst hang")
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")  # the layer's page cache too
+        reader = subprocess.Popen(["cat", str(mp / "images" / str(cold) / "graph.json")],
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        try:
+            with pytest.raises(subprocess.TimeoutExpired):
+                reader.wait(timeout=1)  # held by storage
+            start = time.monotonic()
+            listed = subprocess.run(["ls", str(mp / "images")], capture_output=True, text=True,
+                                    timeout=5).stdout.split()
+            assert listed == [str(i) for i in sorted(ids, key=str)]
+            assert (mp / "images" / str(ids[1])).stat().st_nlink == 2
+            assert (mp / "images" / str(warm) / "graph.json").read_bytes() == warm_bytes
+            assert len((mp / "images" / str(ids[2]) / "image.jpg").read_bytes()) > 0
+            assert time.monotonic() - start < 3, "requests that need no storage waited"
+            assert reader.poll() is None  # still held
+            control.unlink()
+            out, _ = reader.communicate(timeout=10)
+            assert reader.returncode == 0 and json.loads(out) == graphs[cold]
+        finally:
+            control.unlink(missing_ok=True)
+            reader.kill()
+            reader.wait()
+
+
 def test_reader_killed_mid_read(dataset: Path, jpeg_sums: dict, graphs: dict,
                                 tmp_path: Path) -> None:
     """Readers SIGKILLed while reading leave the mount up, without errors or leaked fds."""
