@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import lmdb
 import pytest
 
 from tests.conftest import (
@@ -32,7 +33,8 @@ from tests.conftest import (
 )
 from vgfs.build import build
 from vgfs.dataset import open_dataset
-from vgfs.layout import FRAME, FRAMES_FILE
+from vgfs.errors import VGFSError
+from vgfs.layout import FRAME, FRAMES_FILE, MAX_DBS
 from vgfs.mount import mounted_fs
 
 
@@ -369,6 +371,46 @@ def test_stalled_storage_holds_only_what_needs_it(eio_layer: tuple[Path, Path],
             control.unlink(missing_ok=True)
             reader.kill()
             reader.wait()
+
+
+@pytest.mark.parametrize("command", ["info", "verify", "mount"])
+def test_a_cut_short_database_is_one_sentence(dataset: Path, tmp_path: Path,
+                                              command: str) -> None:
+    """An in-place copy cut short (`truncate -s 65536 data.mdb`): no SIGBUS, one sentence
+    naming the file, exit 1, for every command and the Python API."""
+    data_mdb = dataset / "annotations.lmdb" / "data.mdb"
+    env = lmdb.open(str(data_mdb.parent), readonly=True, lock=False, max_dbs=MAX_DBS)
+    needs = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+    env.close()
+    os.truncate(data_mdb, 65536)
+    mp = tmp_path / "mp"
+    mp.mkdir()
+    args = [command, str(dataset)] + ([str(mp)] if command == "mount" else [])
+    proc = vgfs(*args, check=False, timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip() == (f"vgfs: error: {data_mdb}: cut short, 65,536 bytes where the"
+                                   f" database needs {needs:,}; restore or rebuild the dataset")
+    assert mounted_fs(mp) is None
+    with pytest.raises(VGFSError, match="cut short"):
+        open_dataset(dataset)
+
+
+def test_a_database_cut_short_under_the_mount(dataset: Path, tmp_path: Path) -> None:
+    """Cut short while mounted: the daemon stays up (no SIGBUS); what the indexes held in
+    memory answer still reads, what needs the database (a query view) is EIO, logged."""
+    mp = tmp_path / "mp"
+    with foreground(dataset, mp) as log:
+        wait_for("the indexes held in memory", lambda: "indexes held" in log.read_text())
+        os.truncate(dataset / "annotations.lmdb" / "data.mdb", 65536)
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        assert json.loads((mp / "images" / "1" / "meta.json").read_bytes())["image_id"] == 1
+        assert isinstance(read(mp / "objects.json"), bytes)  # frames: not in the database
+        with pytest.raises(OSError) as listing:
+            os.listdir(mp / "by-object")  # the views' names are read from the database
+        assert listing.value.errno == errno.EIO
+        assert mounted_fs(mp) is not None
+        assert (mp / "README.txt").read_bytes()
+        assert "cut short" in log.read_text() and errors(mp) >= 1
 
 
 def test_reader_killed_mid_read(dataset: Path, jpeg_sums: dict, graphs: dict,

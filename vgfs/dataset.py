@@ -72,9 +72,11 @@ class _Environments:
                 env = lmdb.open(str(path), readonly=True, lock=False, max_dbs=MAX_DBS,
                                 subdir=True, readahead=False, max_readers=1024)
                 try:
+                    _check_size(path / "data.mdb", os.stat(path / "data.mdb").st_size,
+                                pages_needed(env))  # before any page past the meta is read
                     dbs = {n: env.open_db(n.encode(), create=False, dupsort=n in DUPSORT,
                                           dupfixed=n in DUPSORT) for n in DB_NAMES}
-                except lmdb.Error:
+                except (lmdb.Error, VGFSError):
                     env.close()
                     raise
                 users = 0
@@ -105,8 +107,12 @@ class Dataset:
         self.cache = cache if cache is not None else LRUCache(16 << 20)
         lmdb_path = self.path / "annotations.lmdb"
         self._local = threading.local()
+        # LMDB maps data.mdb: a file shorter than its pages (an in-place copy, a cut transfer)
+        # would be SIGBUS at the first touch of a missing page, so its size is checked first.
+        self._data_fd = _open_file(lmdb_path / "data.mdb", "the annotation database")
         try:
             self.env, self.dbs = _ENVS.acquire(lmdb_path)
+            self._needs = pages_needed(self.env)
             # Small and asked for by every listing of the root: held in memory.
             self.files = {os.fsdecode(bytes(k)): FILE_INFO.unpack(v)
                           for k, v in self._txn().cursor(db=self.dbs["files"])}
@@ -160,6 +166,7 @@ class Dataset:
     def close(self) -> None:
         _ENVS.release(self.env)
         os.close(self._frames_fd)
+        os.close(self._data_fd)
         if self._image_fd >= 0:
             os.close(self._image_fd)
             self._image_fd = -1
@@ -181,11 +188,31 @@ class Dataset:
         self.close()
 
     def _txn(self) -> lmdb.Transaction:
-        """One long-lived read transaction per thread: the data never changes while open."""
+        """One long-lived read transaction per thread: the data never changes while open. A
+        transaction that saw an error (a damaged page) is renewed, so that the error stays
+        with the records on that page."""
+        self._check_size()
         txn = getattr(self._local, "txn", None)
-        if txn is None:
+        if txn is None or getattr(self._local, "failed", False):
+            if txn is not None:
+                txn.abort()
             txn = self._local.txn = self.env.begin(buffers=True)
+            self._local.failed = False
         return txn
+
+    def _check_size(self) -> None:
+        """data.mdb must still hold every page LMDB may touch (one fstat, under 1 µs)."""
+        _check_size(self.path / "annotations.lmdb" / "data.mdb", os.fstat(self._data_fd).st_size,
+                    self._needs)
+
+    @contextlib.contextmanager
+    def _lmdb(self, what: str) -> Iterator[None]:
+        """LMDB's errors as one sentence; the thread's transaction is renewed after one."""
+        try:
+            yield
+        except lmdb.Error as e:
+            self._local.failed = True
+            raise VGFSError(f"{self.path / 'annotations.lmdb'}: {what}: {e}") from None
 
     # --- stored files ----------------------------------------------------------------------
 
@@ -234,11 +261,12 @@ class Dataset:
             ids = held.ids
             yield from ids[bisect_right(ids, after):]
             return
-        cur = self._txn().cursor(db=self.dbs[db])
-        if not cur.set_range(ID.pack(after + 1)):
-            return
-        for key in cur.iternext(keys=True, values=False):
-            yield ID.unpack(key)[0]
+        with self._lmdb(f"listing {db}"):
+            cur = self._txn().cursor(db=self.dbs[db])
+            if not cur.set_range(ID.pack(after + 1)):
+                return
+            for key in cur.iternext(keys=True, values=False):
+                yield ID.unpack(key)[0]
 
     def stores(self, kind: str) -> bool:
         """The kind's entries are ranges of a stored file (graph.json may be composed)."""
@@ -284,12 +312,17 @@ class Dataset:
                             f" {image_id!r}")
         held = self._held.get(db)
         key = ID.pack(image_id)
-        return held.values.get(key) if held is not None else self._txn().get(key, db=self.dbs[db])
+        if held is not None:
+            return held.values.get(key)
+        with self._lmdb(f"reading {db}"):
+            return self._txn().get(key, db=self.dbs[db])
 
     def _frame_at(self, key: bytes) -> Buffer | None:
         held = self._held.get("frames")
-        return held.values.get(key) if held is not None else self._txn().get(
-            key, db=self.dbs["frames"])
+        if held is not None:
+            return held.values.get(key)
+        with self._lmdb("reading the frames' index"):
+            return self._txn().get(key, db=self.dbs["frames"])
 
     def in_part2(self, image_id: int) -> bool:
         return self._get("part2", image_id) is not None
@@ -326,37 +359,43 @@ class Dataset:
 
     def view_name(self, view: str, position: int) -> tuple[bytes, int] | None:
         """(escaped name, image count) of a view's name at a position, or None."""
-        raw = self._txn().get(query.pos_key(view, position), db=self.dbs["view_names"])
-        return None if raw is None else (bytes(raw[4:]), query.COUNT.unpack_from(raw)[0])
+        with self._lmdb(f"reading {view}"):
+            raw = self._txn().get(query.pos_key(view, position), db=self.dbs["view_names"])
+            return None if raw is None else (bytes(raw[4:]), query.COUNT.unpack_from(raw)[0])
 
     def view_names(self, view: str, start: int = 0) -> Iterator[tuple[int, bytes, int]]:
         """(position, escaped name, count) from a position on, in name order."""
-        cur = self._txn().cursor(db=self.dbs["view_names"])
-        first = query.pos_key(view, start)
-        if not cur.set_range(first):
-            return
-        for key, raw in cur:
-            if key[0] != first[0]:
+        with self._lmdb(f"listing {view}"):
+            cur = self._txn().cursor(db=self.dbs["view_names"])
+            first = query.pos_key(view, start)
+            if not cur.set_range(first):
                 return
-            yield query.POS.unpack_from(key, 1)[0], bytes(raw[4:]), query.COUNT.unpack_from(raw)[0]
+            for key, raw in cur:
+                if key[0] != first[0]:
+                    return
+                yield (query.POS.unpack_from(key, 1)[0], bytes(raw[4:]),
+                       query.COUNT.unpack_from(raw)[0])
 
     def view_position(self, view: str, name: bytes) -> int | None:
-        raw = self._txn().get(query.key(view, name), db=self.dbs["view_pos"])
-        return None if raw is None else query.POS.unpack(raw)[0]
+        with self._lmdb(f"reading {view}"):
+            raw = self._txn().get(query.key(view, name), db=self.dbs["view_pos"])
+            return None if raw is None else query.POS.unpack(raw)[0]
 
     def view_images(self, view: str, name: bytes, after: int = -1) -> Iterator[int]:
         """Image ids under a view's name, ascending, after `after`; O(log n) to start."""
-        cur = self._txn().cursor(db=self.dbs["view_ids"])
-        if not cur.set_key(query.key(view, name)):
-            return
-        if not cur.set_range_dup(query.key(view, name), ID.pack(after + 1)):
-            return
-        for value in cur.iternext_dup(keys=False):
-            yield ID.unpack(value)[0]
+        with self._lmdb(f"listing {view}"):
+            cur = self._txn().cursor(db=self.dbs["view_ids"])
+            if not cur.set_key(query.key(view, name)):
+                return
+            if not cur.set_range_dup(query.key(view, name), ID.pack(after + 1)):
+                return
+            for value in cur.iternext_dup(keys=False):
+                yield ID.unpack(value)[0]
 
     def view_has(self, view: str, name: bytes, image_id: int) -> bool:
-        cur = self._txn().cursor(db=self.dbs["view_ids"])
-        return cur.set_key_dup(query.key(view, name), ID.pack(image_id))
+        with self._lmdb(f"reading {view}"):
+            cur = self._txn().cursor(db=self.dbs["view_ids"])
+            return cur.set_key_dup(query.key(view, name), ID.pack(image_id))
 
     # --- JPEGs -----------------------------------------------------------------------------
 
@@ -388,6 +427,17 @@ class Dataset:
                 raise VGFSError(str(e)) from e
         img = self._image
         return img.read(img.lookup(path), offset, size)
+
+
+def pages_needed(env: lmdb.Environment) -> int:
+    """The bytes of data.mdb that LMDB's last committed page ends at (from the meta page)."""
+    return (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+
+
+def _check_size(data_mdb: Path, size: int, needs: int) -> None:
+    if size < needs:
+        raise VGFSError(f"{data_mdb}: cut short, {size:,} bytes where the database needs"
+                        f" {needs:,}; restore or rebuild the dataset")
 
 
 def _open_file(path: Path, what: str) -> int:
