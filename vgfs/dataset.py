@@ -24,19 +24,17 @@ import orjson
 
 from vgfs import compose, query
 from vgfs.cache import LRUCache
+from vgfs.environment import ENVIRONMENTS, check_size, pages_needed
 from vgfs.errors import VGFSError
 from vgfs.frames import Frames
 from vgfs.layout import (
     ABSENT,
-    DB_NAMES,
-    DUPSORT,
     FILE_INFO,
     FORMAT,
     FRAMES_FILE,
     ID,
     JPEG_INDEX,
     KINDS,
-    MAX_DBS,
     VIEW_FILE_PREFIX,
     ImageRecord,
     JpegIndex,
@@ -55,47 +53,6 @@ class _Held(NamedTuple):
     ids: array | None  # its keys as image ids, ascending (LMDB's order)
 
 
-class _Environments:
-    """One LMDB environment per folder and process, shared by every Dataset open on it: LMDB
-    refuses a second open of the same environment in one process."""
-
-    def __init__(self) -> None:
-        self._open: dict[Path, tuple[lmdb.Environment, dict[str, Any], int]] = {}
-        self._lock = threading.Lock()
-
-    def acquire(self, path: Path) -> tuple[lmdb.Environment, dict[str, Any]]:
-        key = path.resolve()
-        with self._lock:
-            if key in self._open:
-                env, dbs, users = self._open[key]
-            else:
-                env = lmdb.open(str(path), readonly=True, lock=False, max_dbs=MAX_DBS,
-                                subdir=True, readahead=False, max_readers=1024)
-                try:
-                    _check_size(path / "data.mdb", os.stat(path / "data.mdb").st_size,
-                                pages_needed(env))  # before any page past the meta is read
-                    dbs = {n: env.open_db(n.encode(), create=False, dupsort=n in DUPSORT,
-                                          dupfixed=n in DUPSORT) for n in DB_NAMES}
-                except (lmdb.Error, VGFSError):
-                    env.close()
-                    raise
-                users = 0
-            self._open[key] = (env, dbs, users + 1)
-            return env, dbs
-
-    def release(self, env: lmdb.Environment) -> None:
-        with self._lock:
-            for key, (open_env, dbs, users) in list(self._open.items()):
-                if open_env is env:
-                    if users > 1:
-                        self._open[key] = (env, dbs, users - 1)
-                    else:
-                        del self._open[key]
-                        env.close()
-                    return
-
-
-_ENVS = _Environments()
 
 
 class Dataset:
@@ -111,7 +68,7 @@ class Dataset:
         # would be SIGBUS at the first touch of a missing page, so its size is checked first.
         self._data_fd = _open_file(lmdb_path / "data.mdb", "the annotation database")
         try:
-            self.env, self.dbs = _ENVS.acquire(lmdb_path)
+            self.env, self.dbs = ENVIRONMENTS.acquire(lmdb_path)
             self._needs = pages_needed(self.env)
             # Small and asked for by every listing of the root: held in memory.
             self.files = {os.fsdecode(bytes(k)): FILE_INFO.unpack(v)
@@ -164,7 +121,7 @@ class Dataset:
         return self._image_fd
 
     def close(self) -> None:
-        _ENVS.release(self.env)
+        ENVIRONMENTS.release(self.env)
         os.close(self._frames_fd)
         os.close(self._data_fd)
         if self._image_fd >= 0:
@@ -202,8 +159,8 @@ class Dataset:
 
     def _check_size(self) -> None:
         """data.mdb must still hold every page LMDB may touch (one fstat, under 1 µs)."""
-        _check_size(self.path / "annotations.lmdb" / "data.mdb", os.fstat(self._data_fd).st_size,
-                    self._needs)
+        check_size(self.path / "annotations.lmdb" / "data.mdb", os.fstat(self._data_fd).st_size,
+                   self._needs)
 
     @contextlib.contextmanager
     def _lmdb(self, what: str) -> Iterator[None]:
@@ -427,17 +384,6 @@ class Dataset:
                 raise VGFSError(str(e)) from e
         img = self._image
         return img.read(img.lookup(path), offset, size)
-
-
-def pages_needed(env: lmdb.Environment) -> int:
-    """The bytes of data.mdb that LMDB's last committed page ends at (from the meta page)."""
-    return (env.info()["last_pgno"] + 1) * env.stat()["psize"]
-
-
-def _check_size(data_mdb: Path, size: int, needs: int) -> None:
-    if size < needs:
-        raise VGFSError(f"{data_mdb}: cut short, {size:,} bytes where the database needs"
-                        f" {needs:,}; restore or rebuild the dataset")
 
 
 def _open_file(path: Path, what: str) -> int:
