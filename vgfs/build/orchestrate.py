@@ -10,6 +10,7 @@ import os
 import resource
 import shutil
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -56,7 +57,9 @@ def _build_into(release: Path, tmp: Path, image_paths: list[Path],
     jpegs = survey(release, image_paths, show)  # before the long pass: its problems show now
     sources = _carried(release, jpegs)
     writer = Writer(tmp / "annotations.lmdb")
-    phases = _Phases(writer)
+    phases = _Phases(writer, show)
+    if show:
+        _estimate(sources, jpegs)
     with phases.timed("annotations"):
         postings = Postings(tmp / "postings", sources)
         kinds, table = store_annotations(writer, sources, postings.add, show)
@@ -116,15 +119,35 @@ def _carried(release: Path, jpegs: Survey) -> dict[str, Source]:
     return kept
 
 
-class _Phases:
-    """Each phase's seconds and the peak RSS reached by its end, for the manifest."""
+PHASES = ("annotations", "composed files", "query views", "other files", "images",
+          "image records")
+# Rates measured on a 2-core machine (benchmarks/results/build.md), for a first estimate.
+ANNOTATION_BYTES_PER_S = 20e6
+JPEGS_PER_S = 2_000
 
-    def __init__(self, writer: Writer) -> None:
-        self.writer = writer
+
+def _estimate(sources: dict[str, Source], jpegs: Survey) -> None:
+    """How long the build should take, from the inputs' sizes, before it starts."""
+    size = sum(src.size_hint() for src in sources.values())
+    seconds = size / ANNOTATION_BYTES_PER_S + len(jpegs.sources) / JPEGS_PER_S
+    print(f"{len(PHASES)} phases: {size / 1e6:,.0f} MB of release files, {len(jpegs.sources):,}"
+          f" JPEGs; about {seconds / 60:.0f} min in all ({seconds:.0f} s)", file=sys.stderr,
+          flush=True)
+
+
+class _Phases:
+    """Each phase's seconds and the peak RSS reached by its end, for the manifest; on the
+    way, where the build is (`phase 3/7: query views`) unless quiet."""
+
+    def __init__(self, writer: Writer, show: bool) -> None:
+        self.writer, self.show = writer, show
         self.records: list[dict[str, Any]] = []
 
     @contextmanager
     def timed(self, name: str) -> Iterator[None]:
+        if self.show:
+            print(f"phase {len(self.records) + 1}/{len(PHASES)}: {name}", file=sys.stderr,
+                  flush=True)
         start = time.monotonic()
         yield
         self.writer.remap()  # drop the map's pages the phase touched
