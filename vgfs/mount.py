@@ -204,7 +204,14 @@ def _detach_stdio(keep_stderr: bool) -> None:
     os.close(devnull)
 
 
+# Holding the indexes takes the GIL for a few tenths of a second at full scale: a mount's first
+# answer (often its only one, for a script) comes first, from LMDB.
+HOLD_AFTER_S = 1.0
+
+
 def _hold(ds: Dataset, stop: threading.Event) -> None:
+    if stop.wait(HOLD_AFTER_S):
+        return
     start = time.monotonic()
     try:
         ds.hold(stop)
