@@ -83,12 +83,16 @@ def test_killed_build_leaves_no_dataset(big_release: Path, tmp_path: Path) -> No
         assert ds.manifest["counts"]["images"] == 3000
 
 
-def test_terminated_build_cleans_up(big_release: Path, tmp_path: Path) -> None:
-    """SIGTERM mid-build exits non-zero without a traceback and removes its temporary folder."""
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_terminated_build_cleans_up(signum: signal.Signals, big_release: Path,
+                                    tmp_path: Path) -> None:
+    """SIGTERM, or SIGHUP (the ssh session dropped), mid-build exits non-zero without a
+    traceback and leaves no temporary folder and no dataset."""
     out = tmp_path / "out"
     proc, _ = _start_build(big_release, out)
-    proc.terminate()
+    proc.send_signal(signum)
     _, stderr = proc.communicate(timeout=30)
-    assert proc.returncode != 0
+    print(proc.returncode, stderr.strip())
+    assert proc.returncode > 0, stderr
     assert "Traceback" not in stderr, stderr
     assert _leftovers(out) == []

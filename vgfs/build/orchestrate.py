@@ -135,11 +135,12 @@ class _Phases:
 
 @contextmanager
 def _cleanup_on_failure(tmp: Path) -> Iterator[None]:
-    """Remove the temporary folder on any failure, SIGTERM and Ctrl-C included."""
-    def on_term(signum: int, frame: object) -> None:
+    """Remove the temporary folder on any failure: Ctrl-C, SIGTERM and SIGHUP (a closed
+    terminal or ssh session) included."""
+    def on_signal(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    old = signal.signal(signal.SIGTERM, on_term)
+    old = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     except OSError as e:
@@ -163,7 +164,8 @@ def _cleanup_on_failure(tmp: Path) -> Iterator[None]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for signum, handler in old.items():
+            signal.signal(signum, handler)
 
 
 def _full_hint(tmp: Path) -> str:
