@@ -1,5 +1,5 @@
 """What `vgfs build` may write over (DESIGN §2.2, §6): an existing output only with --force,
-and an interrupted build leaves no dataset and, unless SIGKILLed, nothing behind."""
+and an interrupted build leaves nothing running and, unless SIGKILLed, nothing behind."""
 
 from __future__ import annotations
 
@@ -96,3 +96,57 @@ def test_terminated_build_cleans_up(signum: signal.Signals, big_release: Path,
     assert proc.returncode > 0, stderr
     assert "Traceback" not in stderr, stderr
     assert _leftovers(out) == []
+
+
+@pytest.fixture(scope="module")
+def real_jpeg_release(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """300 images with JPEGs of the real size: enough for mksquashfs to be caught running."""
+    from vgfs.sample import write_sample
+
+    out = tmp_path_factory.mktemp("real-jpegs") / "release"
+    write_sample(out, images=300, seed=0, jpeg="real", show_progress=False)
+    return out
+
+
+def _child_named(pid: int, name: str, proc: subprocess.Popen) -> int:
+    """Wait for a child of `pid` running `name`; its pid."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            for child in children:
+                if Path(f"/proc/{child}/comm").read_text().strip() == name:
+                    return int(child)
+        except FileNotFoundError:  # a child that ended meanwhile
+            pass
+        time.sleep(0.002)
+    raise AssertionError(f"{name} never ran under pid {pid}: {proc.communicate()}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_mksquashfs_dies_with_a_killed_build(real_jpeg_release: Path, tmp_path: Path) -> None:
+    """SIGKILL of a build kills its mksquashfs too, which would otherwise go on writing into
+    the temporary folder."""
+    out = tmp_path / "out"
+    proc = subprocess.Popen([*VGFS, "build", str(real_jpeg_release), "-o", str(out), "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = _child_named(proc.pid, "mksquashfs", proc)
+    try:
+        # Stopped, it cannot finish on its own before the check: only a kill ends it.
+        os.kill(child, signal.SIGSTOP)
+        proc.kill()
+        proc.communicate(timeout=30)
+        deadline = time.monotonic() + 5
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(child), f"mksquashfs (pid {child}) outlived its killed build"
+    finally:
+        if _alive(child):
+            os.kill(child, signal.SIGKILL)
