@@ -1,14 +1,17 @@
-"""What `vgfs build` may write over (DESIGN §2.2, §6): an existing output only with --force,
-and an interrupted build leaves nothing running and, unless SIGKILLed, nothing behind."""
+"""What `vgfs build` may write over (DESIGN §2.2, §6): `--force` replaces a dataset folder and
+nothing else, and an interrupted build leaves nothing running and, unless SIGKILLed, nothing
+behind."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 
 import vgfs
@@ -16,21 +19,84 @@ from tests.conftest import VGFS
 from tests.test_build import _build, _error_line, _leftovers
 
 
-def test_existing_output_needs_force(tmp_path: Path, release: Path) -> None:
-    """An existing output folder is refused without --force and untouched; --force replaces
-    it in one step and leaves no temporary or old folder."""
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "keep").write_text("mine")
-    proc = _build(release, out, check=False)
-    assert proc.returncode != 0
+def _snapshot(root: Path) -> dict[str, bytes | None]:
+    """Every path under `root`, the root included: a file's bytes, None for a folder."""
+    out: dict[str, bytes | None] = {".": None}
+    for path in sorted(root.rglob("*")):
+        out[str(path.relative_to(root))] = None if path.is_dir() else path.read_bytes()
+    return out
+
+
+def _assert_refused(proc: subprocess.CompletedProcess, path: Path) -> str:
+    """Exit status 1 and one sentence that names `path`; the sentence."""
+    assert proc.returncode == 1, proc.stderr
     line = _error_line(proc.stderr)
-    assert str(out) in line and "--force" in line, line
-    assert os.listdir(out) == ["keep"]
-    _build(release, out, "--force")
-    assert not (out / "keep").exists()
-    assert _leftovers(out) == ["out"]
-    with vgfs.open_dataset(out) as ds:
+    assert str(path) in line, line
+    return line
+
+
+# --- --force replaces a dataset, and nothing else -----------------------------------------
+
+
+def _is_release(rel: Path) -> tuple[Path, Path, list[str]]:
+    return rel, rel, ["--force"]
+
+
+def _holds_release(rel: Path) -> tuple[Path, Path, list[str]]:
+    parent = rel.parent / "project"
+    parent.mkdir()
+    (parent / "notes.txt").write_text("mine")
+    moved = Path(shutil.move(rel, parent / "release"))
+    return moved, parent, ["--force"]
+
+
+def _inside_release(rel: Path) -> tuple[Path, Path, list[str]]:
+    return rel, rel / "dataset", []
+
+
+def _holds_jpeg_source(rel: Path) -> tuple[Path, Path, list[str]]:
+    """--images names a folder inside the output: replacing the output would delete it."""
+    out = rel.parent / "out"
+    shutil.copytree(rel / "VG_100K", out / "VG_100K")
+    (out / "manifest.json").write_bytes(orjson.dumps({"format": 3, "tool": "vgfs 0.1.0"}))
+    return rel, out, ["--force", "--images", str(out / "VG_100K"), str(rel / "VG_100K_2")]
+
+
+@pytest.mark.parametrize("layout", [_is_release, _holds_release, _inside_release,
+                                    _holds_jpeg_source])
+def test_force_never_replaces_the_release(layout, release_copy: Path, tmp_path: Path) -> None:
+    """An output that is the release folder, holds it or is inside it is refused in one
+    sentence, with or without --force, and nothing under the folder changes."""
+    rel, out, args = layout(release_copy)
+    root = max(rel, out, key=lambda p: len(p.parts)).parent  # holds both
+    before = _snapshot(root)
+    line = _assert_refused(_build(rel, out, *args, check=False), out)
+    print(line)
+    assert _snapshot(root) == before
+
+
+def test_force_replaces_only_a_dataset(dataset_copy: Path, release: Path,
+                                       tmp_path: Path) -> None:
+    """An existing output is refused without --force; with it, a folder that is no vgfs
+    dataset (none, or another program's manifest.json) stays untouched, and a vgfs dataset
+    of any format is replaced in one step that leaves no temporary or old folder."""
+    for name, manifest in [("plain", None), ("other", {"format": 1, "tool": "labelme 5"})]:
+        out = tmp_path / name
+        out.mkdir()
+        (out / "keep").write_text("mine")
+        if manifest is not None:
+            (out / "manifest.json").write_bytes(orjson.dumps(manifest))
+        before = _snapshot(out)
+        line = _assert_refused(_build(release, out, "--force", check=False), out)
+        assert "dataset" in line, line
+        assert _snapshot(out) == before
+    line = _assert_refused(_build(release, dataset_copy, check=False), dataset_copy)
+    assert "--force" in line, line
+    manifest = orjson.loads((dataset_copy / "manifest.json").read_bytes())
+    (dataset_copy / "manifest.json").write_bytes(orjson.dumps({**manifest, "format": 2}))
+    _build(release, dataset_copy, "--force")
+    assert _leftovers(dataset_copy) == ["dataset"]
+    with vgfs.open_dataset(dataset_copy) as ds:
         assert ds.manifest["counts"]["images"] == 60
 
 
