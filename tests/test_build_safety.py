@@ -1,13 +1,16 @@
 """What `vgfs build` may write over (DESIGN §2.2, §6): `--force` replaces a dataset folder and
-nothing else, and an interrupted build leaves nothing running and, unless SIGKILLed, nothing
-behind."""
+nothing else, two builds of one output cannot clobber each other (on one node, in two PID
+namespaces, on two nodes of a shared file system), and an interrupted build leaves nothing
+running and, unless SIGKILLed, nothing behind."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import signal
+import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -16,7 +19,7 @@ import pytest
 
 import vgfs
 from tests.conftest import VGFS
-from tests.test_build import _build, _error_line, _leftovers
+from tests.test_build import _build, _error_line, _leftovers, _warnings
 
 
 def _snapshot(root: Path) -> dict[str, bytes | None]:
@@ -100,7 +103,7 @@ def test_force_replaces_only_a_dataset(dataset_copy: Path, release: Path,
         assert ds.manifest["counts"]["images"] == 60
 
 
-# --- interrupted builds --------------------------------------------------------------------
+# --- builds of one output at once ---------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +134,130 @@ def _start_build(release: Path, out: Path) -> tuple[subprocess.Popen, Path]:
     proc = subprocess.Popen([*VGFS, "build", str(release), "-o", str(out), "--quiet"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return proc, _wait_until_writing(proc, out)
+
+
+def _assert_built(proc: subprocess.Popen, out: Path, images: int) -> None:
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    assert _leftovers(out) == [out.name]
+    with vgfs.open_dataset(out) as ds:
+        assert ds.manifest["counts"]["images"] == images
+
+
+def test_a_second_build_of_one_output_refuses(big_release: Path, tmp_path: Path) -> None:
+    """A build started 0.5 s after another of the same output refuses, naming the other
+    build; the first one finishes its dataset."""
+    out = tmp_path / "out"
+    first, _ = _start_build(big_release, out)
+    line = _assert_refused(_build(big_release, out, check=False), out)
+    print(line)
+    assert f"host {socket.gethostname()}" in line and f"pid {first.pid}" in line, line
+    assert "since" in line, line
+    _assert_built(first, out, 3000)
+
+
+def test_an_output_made_during_the_build_is_not_replaced(big_release: Path,
+                                                         tmp_path: Path) -> None:
+    """An output that appears while the build runs (made by something that did not claim
+    it) is refused at the final rename, not replaced; the build leaves nothing else."""
+    out = tmp_path / "out"
+    proc, _ = _start_build(big_release, out)
+    out.mkdir()
+    (out / "mine").write_text("mine")
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1, stderr
+    print(_error_line(stderr))
+    assert str(out) in _error_line(stderr)
+    assert os.listdir(out) == ["mine"]
+    assert _leftovers(out) == ["out"]
+
+
+def _free_pid_run() -> int:
+    """A pid after which the next few are used by no process of this PID namespace."""
+    return next(n for n in range(20000, 30000, 100)
+                if not any(Path(f"/proc/{n + d}").exists() for d in range(1, 50)))
+
+
+def test_a_build_in_another_pid_namespace_is_not_taken_for_dead(big_release: Path,
+                                                                tmp_path: Path) -> None:
+    """A build in its own PID namespace has a pid that is no process here (as on another
+    node of a shared file system): a build here must not take its folder for stale, but
+    refuse, naming it."""
+    out = tmp_path / "out"
+    last = _free_pid_run()
+    cmd = [*VGFS, "build", str(big_release), "-o", str(out), "--quiet"]
+    # The namespace's init makes the build's pid last + 1, which no process here has.
+    init = (f"open('/proc/sys/kernel/ns_last_pid', 'w').write('{last}'); import subprocess,"
+            f" sys; sys.exit(subprocess.call({cmd!r}))")
+    other = subprocess.Popen(["unshare", "--pid", "--mount-proc", "--kill-child",
+                              sys.executable, "-c", init],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_until_writing(other, out)
+        assert not Path(f"/proc/{last + 1}").exists()
+        line = _assert_refused(_build(big_release, out, check=False), out)
+        print(line)
+        assert f"pid {last + 1}" in line, line
+        _assert_built(other, out, 3000)
+    finally:
+        other.kill()
+        other.communicate()
+
+
+def _claim_here(pid: int) -> dict[str, object]:
+    """A claim as a build of this host, boot and PID namespace writes it."""
+    return {"token": "0123456789abcdef", "host": socket.gethostname(),
+            "boot": Path("/proc/sys/kernel/random/boot_id").read_text().strip(),
+            "pidns": os.readlink("/proc/self/ns/pid"), "pid": pid,
+            "start": int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]),
+            "since": "2025-01-01T00:00:00Z"}
+
+
+@pytest.mark.parametrize("case", ["another node", "another namespace", "pid reused"])
+def test_a_claim_is_stale_only_when_its_process_is_seen_gone(case: str, release: Path,
+                                                             tmp_path: Path) -> None:
+    """A claim from another node (boot id) or PID namespace is left and named, whatever its
+    pid; one of this namespace whose pid now is another process is removed."""
+    out = tmp_path / "out"
+    claim = _claim_here(os.getpid())
+    if case == "another node":
+        claim |= {"host": "node-b", "boot": "0" * 8, "pid": 999999}
+    elif case == "another namespace":
+        claim |= {"pidns": "pid:[1]", "pid": 999999}
+    else:
+        claim |= {"start": claim["start"] - 1}  # this pid, started at another time
+    folder = tmp_path / ".out.building"
+    folder.mkdir()
+    (folder / "claim.json").write_bytes(orjson.dumps(claim))
+    proc = _build(release, out, check=False)
+    if case == "pid reused":
+        assert proc.returncode == 0, proc.stderr
+        assert _leftovers(out) == ["out"]
+        return
+    line = _assert_refused(proc, out)
+    print(line)
+    assert f"host {claim['host']}" in line and f"pid {claim['pid']}" in line, line
+    assert str(folder) in line, line  # what to remove, if that build is gone
+    assert _leftovers(out) == [folder.name]
+
+
+def test_folders_no_claim_covers_are_named_not_removed(release: Path, tmp_path: Path) -> None:
+    """A replaced dataset whose removal was interrupted, and the temporary folder of an older
+    vgfs's build, are left where they are and named in a warning that says how to remove
+    them."""
+    out = tmp_path / "out"
+    left = [tmp_path / ".out.building-4242", tmp_path / ".out.old-0123456789abcdef"]
+    for folder in left:
+        folder.mkdir()
+    proc = _build(release, out)
+    named = [w for w in _warnings(proc.stderr) if "rm -r" in w]
+    print(named)
+    assert len(named) == 2, proc.stderr
+    assert all(str(f) in w for f, w in zip(left, named, strict=True)), named
+    assert all(folder.is_dir() for folder in left)
+
+
+# --- interrupted builds --------------------------------------------------------------------
 
 
 def test_killed_build_leaves_no_dataset(big_release: Path, tmp_path: Path) -> None:

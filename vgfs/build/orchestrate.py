@@ -1,8 +1,8 @@
 """Official release + JPEGs -> dataset folder (LMDB + SquashFS + manifest), atomically.
 
-The build writes everything into a hidden folder beside the target (see output.py) and renames
-it into place only when it is complete, so a failed or killed build never leaves a half
-dataset behind.
+The build writes everything into a hidden folder beside the target, which claims it (see
+output.py), and renames it into place only when it is complete, so a failed or killed build
+never leaves a half dataset behind.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def build(release: str | os.PathLike, out: str | os.PathLike, images: list[str] 
     """Build the dataset folder `out` from the release folder; return its manifest."""
     release, image_paths = Path(release), [Path(p) for p in images or []]
     output = Output(Path(out).absolute(), force, [release, *image_paths])
-    with _interrupts(), output.temporary() as tmp, _reported(tmp):
+    with _interrupts(), output.claimed() as tmp, _reported(tmp):
         manifest = _build_into(release, tmp, image_paths, show_progress)
         output.replace()
     return manifest
