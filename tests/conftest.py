@@ -303,6 +303,12 @@ def real_dataset(tmp_path_factory: pytest.TempPathFactory, release: Path) -> Pat
     return out
 
 
+@pytest.fixture
+def dataset_copy(real_dataset: Path, tmp_path: Path) -> Path:
+    """A private copy of the session's dataset, to damage or replace."""
+    return Path(shutil.copytree(real_dataset, tmp_path / "dataset"))
+
+
 @pytest.fixture(scope="session")
 def release_entries(release: Path) -> dict[str, dict[int, dict]]:
     """Each kind's entries in the real excerpts by image id, straight from the release files."""

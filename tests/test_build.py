@@ -13,9 +13,7 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
-import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +26,6 @@ from tests.conftest import (
     JPEGS,
     RELEASE,
     V12,
-    VGFS,
     damage_frame,
     entries_by_id,
     flip_byte,
@@ -877,86 +874,7 @@ def test_full_device_is_reported_and_leaves_nothing(tmp_path: Path, release: Pat
             subprocess.run(["umount", str(small)], check=True)
 
 
-def test_existing_output_needs_force(tmp_path: Path, release: Path) -> None:
-    """An existing output folder is refused without --force and untouched; --force replaces
-    it in one step and leaves no temporary or old folder."""
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "keep").write_text("mine")
-    proc = _build(release, out, check=False)
-    assert proc.returncode != 0
-    line = _error_line(proc.stderr)
-    assert str(out) in line and "--force" in line, line
-    assert os.listdir(out) == ["keep"]
-    _build(release, out, "--force")
-    assert not (out / "keep").exists()
-    assert _leftovers(out) == ["out"]
-    with vgfs.open_dataset(out) as ds:
-        assert ds.manifest["counts"]["images"] == 60
-
-
-# --- interrupted builds --------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def big_release(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A synthetic release of 3000 images: its build takes a few seconds, time to kill it."""
-    from vgfs.sample import write_sample
-
-    out = tmp_path_factory.mktemp("big") / "release"
-    write_sample(out, images=3000, seed=0, jpeg="small", show_progress=False)
-    return out
-
-
-def _start_build(release: Path, out: Path) -> tuple[subprocess.Popen, Path]:
-    """Start `vgfs build` and wait until its temporary folder holds a growing LMDB."""
-    proc = subprocess.Popen([*VGFS, "build", str(release), "-o", str(out), "--quiet"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    tmp = out.parent / f".{out.name}.building-{proc.pid}"
-    deadline = time.monotonic() + 30
-    while not (tmp / "annotations.lmdb" / "data.mdb").exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "the build never started writing"
-        time.sleep(0.02)
-    time.sleep(0.5)
-    assert proc.poll() is None, "the build finished before it could be interrupted"
-    return proc, tmp
-
-
-def test_killed_build_leaves_no_dataset(big_release: Path, tmp_path: Path) -> None:
-    """SIGKILL mid-build leaves no dataset (only a hidden temporary folder); the next build
-    of the same output succeeds and removes that stale folder."""
-    out = tmp_path / "out"
-    proc, tmp = _start_build(big_release, out)
-    proc.kill()
-    proc.communicate(timeout=30)
-    assert proc.returncode == -signal.SIGKILL
-    assert not out.exists()
-    assert _leftovers(out) == [tmp.name]
-    _build(big_release, out)
-    assert _leftovers(out) == ["out"]
-    with vgfs.open_dataset(out) as ds:
-        assert ds.manifest["counts"]["images"] == 3000
-
-
-def test_terminated_build_cleans_up(big_release: Path, tmp_path: Path) -> None:
-    """SIGTERM mid-build exits non-zero without a traceback and removes its temporary folder."""
-    out = tmp_path / "out"
-    proc, _ = _start_build(big_release, out)
-    proc.terminate()
-    _, stderr = proc.communicate(timeout=30)
-    assert proc.returncode != 0
-    assert "Traceback" not in stderr, stderr
-    assert _leftovers(out) == []
-
-
 # --- verify --------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def dataset_copy(real_dataset: Path, tmp_path: Path) -> Path:
-    """A private copy of the session's dataset, to damage."""
-    return Path(shutil.copytree(real_dataset, tmp_path / "dataset"))
 
 
 def test_verify_passes_on_a_good_dataset(real_dataset: Path) -> None:

@@ -9,9 +9,12 @@ once; `store_images` runs after it, when the set of images is known.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import zipfile
@@ -37,6 +40,8 @@ from vgfs.tree import MAX_IMAGE_ID
 MKSQUASHFS_OPTS = ("-noD", "-no-fragments", "-no-sparse", "-no-duplicates", "-noappend",
                    "-no-xattrs", "-all-root", "-mem", "256M")
 READ_CHUNK = 1 << 20
+_prctl = ctypes.CDLL(None).prctl  # looked up here: the child only calls it
+_PR_SET_PDEATHSIG = 1
 _JPEG_MAGIC = b"\xff\xd8\xff"  # every JPEG starts with SOI and a marker
 
 
@@ -184,10 +189,20 @@ def _mksquashfs(folders: list[Path], image: Path, show: bool) -> None:
     if show:
         print(f"packing JPEGs into {image.name} with mksquashfs", file=sys.stderr, flush=True)
     proc = subprocess.run(cmd, stdout=sys.stderr if tty else subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True)
+                          stderr=subprocess.PIPE, text=True,
+                          preexec_fn=functools.partial(_die_with, os.getpid()))
     if proc.returncode != 0:
         lines = proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"]
         raise VGFSError(f"{image}: mksquashfs failed: {lines[-1]}")
+
+
+def _die_with(parent: int) -> None:
+    """In mksquashfs's process, before it starts: have the kernel kill it when the build dies,
+    even by SIGKILL, rather than let it fill a temporary folder that no one will remove.
+    Only a system call or two, as the child of a process with threads may do."""
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the build died before the prctl
+        os._exit(1)
 
 
 def _index(writer: Writer, image: Path, survey: Survey, table: ImageTable,

@@ -1,14 +1,14 @@
 """Official release + JPEGs -> dataset folder (LMDB + SquashFS + manifest), atomically.
 
-The build writes everything into a hidden folder beside the target and renames it into place
-only when it is complete, so a failed or killed build never leaves a half dataset behind.
+The build writes everything into a hidden folder beside the target, which claims it (see
+output.py), and renames it into place only when it is complete, so a failed or killed build
+never leaves a half dataset behind.
 """
 
 from __future__ import annotations
 
 import os
 import resource
-import shutil
 import signal
 import sys
 import time
@@ -23,6 +23,7 @@ import orjson
 from vgfs import __version__
 from vgfs.build.annotations import store_annotations, store_composed, store_files
 from vgfs.build.jpegs import Survey, store_images, survey
+from vgfs.build.output import Output
 from vgfs.build.postings import Postings
 from vgfs.build.table import store_table
 from vgfs.build.writer import Writer
@@ -36,17 +37,11 @@ from vgfs.tree import RESERVED
 def build(release: str | os.PathLike, out: str | os.PathLike, images: list[str] | None = None,
           force: bool = False, show_progress: bool = True) -> dict[str, Any]:
     """Build the dataset folder `out` from the release folder; return its manifest."""
-    release, out = Path(release), Path(out).absolute()
-    if out.exists() and not force:
-        raise VGFSError(f"{out}: already exists; pass --force to replace it")
-    if not out.parent.is_dir():
-        raise VGFSError(f"{out.parent}: output's parent folder does not exist")
-    _remove_stale_temps(out)
-    tmp = out.parent / f".{out.name}.building-{os.getpid()}"
-    with _cleanup_on_failure(tmp):
-        tmp.mkdir()
-        manifest = _build_into(release, tmp, [Path(p) for p in images or []], show_progress)
-        _replace(tmp, out)
+    release, image_paths = Path(release), [Path(p) for p in images or []]
+    output = Output(Path(out).absolute(), force, [release, *image_paths])
+    with _interrupts(), output.claimed() as tmp, _reported(tmp):
+        manifest = _build_into(release, tmp, image_paths, show_progress)
+        output.replace()
     return manifest
 
 
@@ -157,36 +152,37 @@ class _Phases:
 
 
 @contextmanager
-def _cleanup_on_failure(tmp: Path) -> Iterator[None]:
-    """Remove the temporary folder on any failure, SIGTERM and Ctrl-C included."""
-    def on_term(signum: int, frame: object) -> None:
+def _interrupts() -> Iterator[None]:
+    """SIGTERM and SIGHUP (a closed terminal or ssh session) end the build as Ctrl-C does,
+    so that it removes its temporary folder on the way out."""
+    def on_signal(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    old = signal.signal(signal.SIGTERM, on_term)
+    old = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for signum, handler in old.items():
+            signal.signal(signum, handler)
+
+
+@contextmanager
+def _reported(tmp: Path) -> Iterator[None]:
+    """A failure of the build as one sentence naming the file, and whether the device is full
+    (asked before the temporary folder is removed and frees its space)."""
     try:
         yield
     except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        where = e.filename or tmp
-        raise VGFSError(f"{where}: {e.strerror or e}") from e
+        raise VGFSError(f"{e.filename or tmp}: {e.strerror or e}") from e
     except lmdb.MapFullError as e:  # pragma: no cover - map size is 1 TiB
-        shutil.rmtree(tmp, ignore_errors=True)
         raise VGFSError(f"{tmp}: annotation database is full") from e
     except lmdb.Error as e:
-        full = _full_hint(tmp)
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise VGFSError(f"{tmp / 'annotations.lmdb'}: {e}{full}") from e
+        raise VGFSError(f"{tmp / 'annotations.lmdb'}: {e}{_full_hint(tmp)}") from e
     except VGFSError as e:
         full = _full_hint(tmp)
-        shutil.rmtree(tmp, ignore_errors=True)
         if not full:
             raise
         raise VGFSError(f"{e}{full}") from e
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        signal.signal(signal.SIGTERM, old)
 
 
 def _full_hint(tmp: Path) -> str:
@@ -196,27 +192,3 @@ def _full_hint(tmp: Path) -> str:
     except OSError:
         return ""
     return "; no space left on the device" if st.f_bavail * st.f_frsize < (1 << 20) else ""
-
-
-def _remove_stale_temps(out: Path) -> None:
-    """Delete temporary folders left by builds of `out` that were killed (their pid is gone)."""
-    for old in out.parent.glob(f".{out.name}.building-*"):
-        pid = old.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-            shutil.rmtree(old, ignore_errors=True)
-
-
-def _replace(tmp: Path, out: Path) -> None:
-    """Rename the finished build into place; an existing dataset goes only after that worked."""
-    if out.exists():
-        trash = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.rename(out, trash)
-        os.rename(tmp, out)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.rename(tmp, out)
-    fd = os.open(out.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
