@@ -34,8 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     b = sub.add_parser("build", help="official release files -> dataset folder")
     b.add_argument("release", type=Path, help="folder of the official release files")
     b.add_argument("-o", "--output", type=Path, required=True, help="dataset folder to write")
-    b.add_argument("--images", nargs="+", action="extend", metavar="PATH", help="JPEG folders, images.zip"
-                   " files, or one existing SquashFS image (default: found under RELEASE)")
+    b.add_argument("--images", nargs="+", action="extend", metavar="PATH",
+                   help="JPEG folders, images.zip files, or one existing SquashFS image"
+                        " (default: found under RELEASE); may be given more than once")
     b.add_argument("--force", action="store_true", help="replace an existing dataset folder")
     b.add_argument("--quiet", action="store_true", help=_QUIET)
 
