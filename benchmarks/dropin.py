@@ -281,9 +281,11 @@ def _plot(samples: dict[str, list[dict[str, float]]], files: list[str], sizes: d
           n: int) -> Figure:
     fig, axes = common.subplots(1, 3, figsize=(15, 4))
     total = sum(sizes[name] for name in files) / 1e6
-    common.bars(axes[0], list(MODES), [
-        {LABELS[s]: _med(samples, f"json.load {mode} {s}") for s in WHOLE} for mode in MODES])
-    axes[0].set_ylabel("seconds (log)")
+    loads = [{LABELS[s]: _med(samples, f"json.load {mode} {s}") for s in WHOLE} for mode in MODES]
+    common.bars(axes[0], list(MODES), loads)
+    axes[0].set_yscale("linear")  # the two are close: a log scale would make them look apart
+    axes[0].set_ylim(0, 1.25 * max(v for load in loads for v in load.values()))
+    axes[0].set_ylabel("seconds")
     axes[0].set_title(f"json.load of {JSON_FILE}")
     common.bars(axes[1], list(MODES), [
         {LABELS[s]: total / common.median([r["seconds"] for r in _total(samples, files, mode, s)])
@@ -296,8 +298,8 @@ def _plot(samples: dict[str, list[dict[str, float]]], files: list[str], sizes: d
          for s in ("vgfs", "floor")} for kind in KINDS for mode in MODES])
     axes[2].set_ylabel("serving CPU µs per file (log)")
     axes[2].set_title(f"Per-image files ({n:,} random images)")
-    for ax in axes:
-        ax.legend(fontsize="small")
+    for ax, where in zip(axes, ("upper center", "upper left", "upper right"), strict=True):
+        ax.legend(fontsize="small", loc=where, ncols=2)
     return fig
 
 
