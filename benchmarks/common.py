@@ -53,8 +53,11 @@ _frozen: list[str] = []  # the commit the copy was taken at
 # What a synthetic release's bytes depend on.
 RELEASE_CODE = tuple(f"sample/{name}.py" for name in ("__init__", "vocab", "annotations",
                                                        "jpegs", "writer"))
-DATASET_CODE = (*RELEASE_CODE, "schema.py", "layout.py", "query.py", "release.py",
-                "build", "contents.py", "dataset.py")
+# What a dataset's bytes depend on: the build package and the modules it imports (tree.py:
+# the names the build leaves out; squashfs.py: the JPEG index).
+DATASET_CODE = (*RELEASE_CODE, "build", "schema.py", "layout.py", "query.py", "release.py",
+                "contents.py", "dataset.py", "compose.py", "frames.py", "stream.py",
+                "squashfs.py", "tree.py")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 MODES = ("cold", "warm")  # a fresh mount with the caches dropped, then a second pass on it
 PROFILE_SECONDS = 20.0  # how long py-spy samples a daemon that misses a target
@@ -330,13 +333,13 @@ def spy_frames(raw: str, thread: Callable[[str], bool] = lambda first: True,
     return out
 
 
-def daemon_profile(mp: Path, workload: Callable[[], None]) -> str:
-    """Top frames of the vgfs daemon serving `mp` while `workload` runs, sampled by py-spy:
-    the lines most samples were in, and the functions most samples were in or below."""
-    pid = read_stats(str(mp))["pid"]
+def process_profile(pid: int, workload: Callable[[], None], what: str, note: str = "") -> str:
+    """Top frames of process `pid` (`what`, as the text names it) while `workload` runs,
+    sampled by py-spy: the lines most samples were in, and the functions most samples were in
+    or below; `note` says how to read them."""
     with tempfile.NamedTemporaryFile("r", suffix=".txt") as raw:
-        # --native: the time pyfuse3 and libfuse spend in C (system calls on /dev/fuse, the
-        # copies of replies) shows, not only the Python frames above it.
+        # --native: the time spent in C (system calls, the copies of replies, zstd) shows, not
+        # only the Python frames above it.
         with sampling(pid, raw.name, "--native", "-r", "200"):
             workload()
         frames = spy_frames(raw.read(), by_function=True)
@@ -346,11 +349,16 @@ def daemon_profile(mp: Path, workload: Callable[[], None]) -> str:
     def top(counter: Counter[str]) -> str:
         return "\n".join(f"{share:6.1%}  {frame}" for frame, _, share in frames.top(25, counter))
 
-    return (f"{frames.samples:,} samples of the vgfs daemon (pid {pid}), py-spy --native at 200"
-            " Hz, idle threads left out. py-spy counts trio's EpollIOManager.get_events as busy:"
-            " it is the event loop waiting for the next request.\n\nTop lines by own samples:\n"
-            f"{top(frames.own)}\n\nTop functions by samples in the function or below it:\n"
-            f"{top(frames.inclusive)}\n")
+    return (f"{frames.samples:,} samples of {what} (pid {pid}), py-spy --native at 200 Hz, idle"
+            f" threads left out.{note}\n\nTop lines by own samples:\n{top(frames.own)}\n\n"
+            f"Top functions by samples in the function or below it:\n{top(frames.inclusive)}\n")
+
+
+def daemon_profile(mp: Path, workload: Callable[[], None]) -> str:
+    """`process_profile` of the vgfs daemon serving `mp`."""
+    return process_profile(read_stats(str(mp))["pid"], workload, "the vgfs daemon",
+                           " py-spy counts trio's EpollIOManager.get_events as busy: it is the"
+                           " event loop waiting for the next request.")
 
 
 # --- results -----------------------------------------------------------------------------
@@ -474,20 +482,21 @@ class Profiler(NamedTuple):
 
     name: str  # the profile goes beside the results as profile-NAME.txt
     sampled: str  # when, as the results say it: "during ... ({seconds:.0f} s)"
-    run: Callable[[float], str]  # the daemon's top frames over that many seconds of sampling
+    run: Callable[[float], str]  # the process's top frames over that many seconds of sampling
+    of: str = "its daemon"  # the process sampled, as the results name it
 
 
 def write_judged(name: str, title: str, markdown: str, targets: list[list[object]],
                  figure: Figure, quick: bool, raw: object, profiler: Profiler) -> None:
     """`write_results` of a benchmark with targets: the title, the environment, `markdown` and
-    the targets. Where vgfs missed one, `profiler` samples its daemon (PROFILE_SECONDS, 5 with
+    the targets. Where vgfs missed one, `profiler` samples it (PROFILE_SECONDS, 5 with
     --quick) and its top frames go beside the results, which name them; a profile of an
     earlier run goes away, as it would be stale."""
     seconds = 5.0 if quick else PROFILE_SECONDS
     top_frames = profiler.run(seconds) if any(row[-1] == "FAIL" for row in targets) else None
     path = f"profile-{profiler.name}.txt"
-    note = (f"vgfs misses a target: `{path}` beside this file holds the top frames of its"
-            f" daemon, sampled by py-spy {profiler.sampled.format(seconds=seconds)}."
+    note = (f"vgfs misses a target: `{path}` beside this file holds the top frames of"
+            f" {profiler.of}, sampled by py-spy {profiler.sampled.format(seconds=seconds)}."
             if top_frames else "")
     out = write_results(name, "\n\n".join(filter(None, [
         f"# {title}", environment(), markdown, "Targets:",

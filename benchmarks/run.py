@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Run every benchmark, one after another on a quiet machine: the build first (it also makes
-the datasets the others read), then JPEG reads and metadata walks, the DataLoader pattern, the
-first answer and slow storage. Each writes its table, plot and raw numbers to `results/`
-(`--quick`: `.data/quick-results/`). A benchmark that fails is reported and the rest still run;
-the exit status then says so."""
+the datasets the others read), then JPEG reads and metadata walks, the mount in place of the
+release folder, the DataLoader pattern, the first answer and slow storage. Each writes its
+table, plot and raw numbers to `results/` (`--quick`: `.data/quick-results/`). A benchmark
+that fails is reported and the rest still run; the exit status then says so."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `benchmarks/run.py`: import the package beside it
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-WORKLOADS = ("build", "reads", "walk", "loader", "first_answer", "slow")
+WORKLOADS = ("build", "reads", "walk", "dropin", "loader", "first_answer", "slow")
 
 
 def main(argv: list[str] | None = None) -> int:

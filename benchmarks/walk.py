@@ -131,10 +131,10 @@ def report_walks(walks: dict[str, list[float]], counts: dict[str, list[int]], ru
     md = "\n\n".join([
         f"Namespace walks over a {images:,}-image dataset: vgfs on its mount; ratarmount,"
         " squashfuse_ll and the kernel on the same images.sqfs, which holds only the JPEGs."
-        " find: `find MP -type f` (entries: files printed; walked: every entry, vgfs's query"
-        " views' symlinks included). ls -l: `ls -l MP/images/` on vgfs, `ls -l MP/VG_100K*`"
-        " (the JPEGs) on the others: entries listed. du: `du -s MP`: entries are all it walks."
-        f" Medians of {runs} run(s)."
+        " find: `find MP -type f` (entries: files printed; walked: every entry; vgfs's query"
+        " views are not listed, so not walked). ls -l: `ls -l MP/images/` on vgfs,"
+        " `ls -l MP/VG_100K*` (the JPEGs) on the others: entries listed. du: `du -s MP`:"
+        f" entries are all it walks. Medians of {runs} run(s)."
         " vgfs ÷ system: ratio of entries/s within each run.",
         *tables])
     return md, speeds, targets
