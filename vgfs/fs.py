@@ -25,7 +25,7 @@ from vgfs.cache import LRUCache
 from vgfs.contents import Contents
 from vgfs.metrics import Stats
 from vgfs.schema import NAME_MAX
-from vgfs.tree import NameTooLong, Node, NodeType, Tree
+from vgfs.tree import DIRS, LINKS, NameTooLong, Node, NodeType, Tree
 
 log = logging.getLogger("vgfs")
 
@@ -76,8 +76,11 @@ class Operations(pyfuse3.Operations):
         self.mtime_ns = tree.ds.built_ns
         self._stats_blob = b""
         self._dir_attr = self._template(self.dir_mode, 2)
-        self._file_attr = self._template(self.file_mode, 1)
-        self._link_attr = self._template(stat.S_IFLNK | 0o777, 1)
+        file_attr = self._template(self.file_mode, 1)
+        link_attr = self._template(stat.S_IFLNK | 0o777, 1)
+        # Each node type's attributes, built once: an entry sets only its inode and size.
+        self._attrs = {t: self._dir_attr if t in DIRS else link_attr if t in LINKS else file_attr
+                       for t in NodeType}
 
     # --- attributes ----------------------------------------------------------------------
 
@@ -92,15 +95,14 @@ class Operations(pyfuse3.Operations):
         return attr
 
     def _attr(self, node: Node) -> pyfuse3.EntryAttributes:
-        """The node's attributes, filled into one of two reused objects: pyfuse3 copies them
+        """The node's attributes, filled into its type's reused object: pyfuse3 copies them
         into its reply before any other request runs, and building a fresh object per entry
         was the bulk of a directory listing's cost."""
-        if node.is_dir:
-            attr = self._dir_attr
+        attr = self._attrs[node.type]
+        if attr is self._dir_attr:
             attr.st_ino = node.ino
             attr.st_size = node.count  # a view's name directory: its number of images
             return attr
-        attr = self._link_attr if node.is_link else self._file_attr
         size = self.contents.size(node)
         if size is None:  # damaged (its reads fail): not for the kernel to keep, it may mend
             attr = self._template(self.file_mode, 1)
@@ -147,8 +149,9 @@ class Operations(pyfuse3.Operations):
 
     @_op("readdir")
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        reply, attr = pyfuse3.readdir_reply, self._attr
         for name, node, next_id in self.tree.readdir(fh, start_id):
-            if not pyfuse3.readdir_reply(token, name, self._attr(node), next_id):
+            if not reply(token, name, attr(node), next_id):
                 return
 
     async def releasedir(self, fh: int) -> None:
