@@ -31,6 +31,12 @@ log = logging.getLogger("vgfs")
 
 TIMEOUT = 24 * 3600.0  # the data never changes while mounted: let the kernel keep everything
 BLKSIZE = 1 << 20  # large st_blksize: cp and friends then read in big chunks
+# A directory's st_blksize sizes the buffer of glibc's readdir (up to 1 MiB), hence the size
+# of the kernel's readdir requests. An image's directory holds at most 9 files, yet with
+# BLKSIZE each listing of it asked for a 1 MiB reply, which the kernel and pyfuse3 each
+# allocate (pyfuse3 zeroes it): 4 KiB, as ext4 says, and glibc asks for 32 KiB. The large
+# directories (images/, the JPEG folders) keep BLKSIZE: a request fills with 6,000 entries.
+IMAGE_DIR_BLKSIZE = 4096
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
 
 
@@ -75,22 +81,25 @@ class Operations(pyfuse3.Operations):
         self.limiter = trio.CapacityLimiter(threads)
         self.mtime_ns = tree.ds.built_ns
         self._stats_blob = b""
-        self._dir_attr = self._template(self.dir_mode, 2)
+        # Each node type's attributes, built once (and whether it is a directory): an entry
+        # sets only its inode and size.
+        dir_attr = self._template(self.dir_mode, 2)
+        image_dir_attr = self._template(self.dir_mode, 2, IMAGE_DIR_BLKSIZE)
         file_attr = self._template(self.file_mode, 1)
         link_attr = self._template(stat.S_IFLNK | 0o777, 1)
-        # Each node type's attributes, built once: an entry sets only its inode and size.
-        self._attrs = {t: self._dir_attr if t in DIRS else link_attr if t in LINKS else file_attr
-                       for t in NodeType}
+        self._attrs = {t: (image_dir_attr, True) if t is NodeType.IMAGE_DIR
+                       else (dir_attr, True) if t in DIRS
+                       else (link_attr if t in LINKS else file_attr, False) for t in NodeType}
 
     # --- attributes ----------------------------------------------------------------------
 
-    def _template(self, mode: int, nlink: int) -> pyfuse3.EntryAttributes:
+    def _template(self, mode: int, nlink: int, blksize: int = BLKSIZE) -> pyfuse3.EntryAttributes:
         attr = pyfuse3.EntryAttributes()
         attr.generation = 0
         attr.entry_timeout = attr.attr_timeout = TIMEOUT
         attr.st_mode, attr.st_nlink = mode, nlink
         attr.st_uid, attr.st_gid = self.uid, self.gid
-        attr.st_blksize = BLKSIZE
+        attr.st_blksize = blksize
         attr.st_atime_ns = attr.st_mtime_ns = attr.st_ctime_ns = self.mtime_ns
         return attr
 
@@ -98,8 +107,8 @@ class Operations(pyfuse3.Operations):
         """The node's attributes, filled into its type's reused object: pyfuse3 copies them
         into its reply before any other request runs, and building a fresh object per entry
         was the bulk of a directory listing's cost."""
-        attr = self._attrs[node.type]
-        if attr is self._dir_attr:
+        attr, is_dir = self._attrs[node.type]
+        if is_dir:
             attr.st_ino = node.ino
             attr.st_size = node.count  # a view's name directory: its number of images
             return attr
