@@ -25,12 +25,18 @@ from vgfs.cache import LRUCache
 from vgfs.contents import Contents
 from vgfs.metrics import Stats
 from vgfs.schema import NAME_MAX
-from vgfs.tree import NameTooLong, Node, NodeType, Tree
+from vgfs.tree import DIRS, LINKS, NameTooLong, Node, NodeType, Tree
 
 log = logging.getLogger("vgfs")
 
 TIMEOUT = 24 * 3600.0  # the data never changes while mounted: let the kernel keep everything
 BLKSIZE = 1 << 20  # large st_blksize: cp and friends then read in big chunks
+# A directory's st_blksize sizes the buffer of glibc's readdir (up to 1 MiB), hence the size
+# of the kernel's readdir requests. An image's directory holds at most 9 files, yet with
+# BLKSIZE each listing of it asked for a 1 MiB reply, which the kernel and pyfuse3 each
+# allocate (pyfuse3 zeroes it): 4 KiB, as ext4 says, and glibc asks for 32 KiB. The large
+# directories (images/, the JPEG folders) keep BLKSIZE: a request fills with 6,000 entries.
+IMAGE_DIR_BLKSIZE = 4096
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
 
 
@@ -75,32 +81,37 @@ class Operations(pyfuse3.Operations):
         self.limiter = trio.CapacityLimiter(threads)
         self.mtime_ns = tree.ds.built_ns
         self._stats_blob = b""
-        self._dir_attr = self._template(self.dir_mode, 2)
-        self._file_attr = self._template(self.file_mode, 1)
-        self._link_attr = self._template(stat.S_IFLNK | 0o777, 1)
+        # Each node type's attributes, built once (and whether it is a directory): an entry
+        # sets only its inode and size.
+        dir_attr = self._template(self.dir_mode, 2)
+        image_dir_attr = self._template(self.dir_mode, 2, IMAGE_DIR_BLKSIZE)
+        file_attr = self._template(self.file_mode, 1)
+        link_attr = self._template(stat.S_IFLNK | 0o777, 1)
+        self._attrs = {t: (image_dir_attr, True) if t is NodeType.IMAGE_DIR
+                       else (dir_attr, True) if t in DIRS
+                       else (link_attr if t in LINKS else file_attr, False) for t in NodeType}
 
     # --- attributes ----------------------------------------------------------------------
 
-    def _template(self, mode: int, nlink: int) -> pyfuse3.EntryAttributes:
+    def _template(self, mode: int, nlink: int, blksize: int = BLKSIZE) -> pyfuse3.EntryAttributes:
         attr = pyfuse3.EntryAttributes()
         attr.generation = 0
         attr.entry_timeout = attr.attr_timeout = TIMEOUT
         attr.st_mode, attr.st_nlink = mode, nlink
         attr.st_uid, attr.st_gid = self.uid, self.gid
-        attr.st_blksize = BLKSIZE
+        attr.st_blksize = blksize
         attr.st_atime_ns = attr.st_mtime_ns = attr.st_ctime_ns = self.mtime_ns
         return attr
 
     def _attr(self, node: Node) -> pyfuse3.EntryAttributes:
-        """The node's attributes, filled into one of two reused objects: pyfuse3 copies them
+        """The node's attributes, filled into its type's reused object: pyfuse3 copies them
         into its reply before any other request runs, and building a fresh object per entry
         was the bulk of a directory listing's cost."""
-        if node.is_dir:
-            attr = self._dir_attr
+        attr, is_dir = self._attrs[node.type]
+        if is_dir:
             attr.st_ino = node.ino
             attr.st_size = node.count  # a view's name directory: its number of images
             return attr
-        attr = self._link_attr if node.is_link else self._file_attr
         size = self.contents.size(node)
         if size is None:  # damaged (its reads fail): not for the kernel to keep, it may mend
             attr = self._template(self.file_mode, 1)
@@ -147,8 +158,9 @@ class Operations(pyfuse3.Operations):
 
     @_op("readdir")
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        reply, attr = pyfuse3.readdir_reply, self._attr
         for name, node, next_id in self.tree.readdir(fh, start_id):
-            if not pyfuse3.readdir_reply(token, name, self._attr(node), next_id):
+            if not reply(token, name, attr(node), next_id):
                 return
 
     async def releasedir(self, fh: int) -> None:
