@@ -53,8 +53,11 @@ _frozen: list[str] = []  # the commit the copy was taken at
 # What a synthetic release's bytes depend on.
 RELEASE_CODE = tuple(f"sample/{name}.py" for name in ("__init__", "vocab", "annotations",
                                                        "jpegs", "writer"))
-DATASET_CODE = (*RELEASE_CODE, "schema.py", "layout.py", "query.py", "release.py",
-                "build", "contents.py", "dataset.py")
+# What a dataset's bytes depend on: the build package and the modules it imports (tree.py:
+# the names the build leaves out; squashfs.py: the JPEG index).
+DATASET_CODE = (*RELEASE_CODE, "build", "schema.py", "layout.py", "query.py", "release.py",
+                "contents.py", "dataset.py", "compose.py", "frames.py", "stream.py",
+                "squashfs.py", "tree.py")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 MODES = ("cold", "warm")  # a fresh mount with the caches dropped, then a second pass on it
 PROFILE_SECONDS = 20.0  # how long py-spy samples a daemon that misses a target
