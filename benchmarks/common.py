@@ -150,32 +150,70 @@ def dataset(images: int, jpeg: str, seed: int = SEED) -> Path:
     return path
 
 
-def extracted(images: int, jpeg: str, seed: int = SEED) -> Path:
-    """The anchor "files extracted onto local disk": a folder whose `images/<id>/` holds what
-    the vgfs mount of `dataset(images, jpeg, seed)` shows there, copied once from that mount,
-    so that both serve the same bytes."""
-    path = _cached("extracted", images, jpeg, seed)
+def _copied(kind: str, images: int, jpeg: str, seed: int,
+            copy: Callable[[Path, Path], None]) -> Path:
+    """A cache entry that `copy(mount, folder)` fills from a vgfs mount of the dataset, once,
+    so that the mount and the copy serve the same bytes."""
+    path = _cached(kind, images, jpeg, seed)
     if not path.exists():
         src = dataset(images, jpeg, seed)
         tmp = path.with_name(path.name + ".partial")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        log(f"extracting the {images} images onto local disk; done once, then cached")
+        log(f"copying {kind} of the {images} images onto local disk; done once, then cached")
         with tempfile.TemporaryDirectory(dir=DATA, prefix="mnt-") as mnt, \
                 mounted("vgfs", src, Path(mnt)) as mp:
-            run(["cp", "-R", "--preserve=mode,timestamps", str(mp / "images"), str(tmp)])
+            copy(mp, tmp)
         os.rename(tmp, path)
     return path
 
 
+def _cp(*sources: Path, to: Path) -> None:
+    run(["cp", "-R", "--preserve=mode,timestamps", *map(str, sources), str(to)])
+
+
+def extracted(images: int, jpeg: str, seed: int = SEED) -> Path:
+    """The anchor "files extracted onto local disk": a folder whose `images/<id>/` holds what
+    the vgfs mount of `dataset(images, jpeg, seed)` shows there."""
+    return _copied("extracted", images, jpeg, seed, lambda mp, out: _cp(mp / "images", to=out))
+
+
+EXTRACTED_KINDS = ("graph.json", "objects.json")  # beside image.jpg in extracted_release
+
+
+def extracted_release(images: int, jpeg: str, seed: int = SEED) -> Path:
+    """The anchor "the release folder, extracted", as a site keeps it today: every JPEG as
+    `VG_100K/<id>.jpg` (one folder, both parts) and the official driver's per-image files as
+    `by-id/<id>.json`, copied from the vgfs mount of `dataset(images, jpeg, seed)`. Beside them
+    `images/<id>/` holds what the mount shows there, image.jpg a hard link to the JPEG, so that
+    a passthrough of the folder walks the mount's own paths (the pyfuse3 floor)."""
+    def copy(mp: Path, out: Path) -> None:
+        _cp(mp / "VG_100K", mp / "by-id", to=out)
+        for name in os.listdir(out / "VG_100K"):
+            image = name.removesuffix(".jpg")
+            if not (mp / "images" / image).is_dir():
+                continue  # not an annotated image's JPEG
+            folder = out / "images" / image
+            folder.mkdir(parents=True)
+            os.link(out / "VG_100K" / name, folder / "image.jpg")
+            for kind in EXTRACTED_KINDS:
+                shutil.copy2(mp / "images" / image / kind, folder / kind)
+
+    return _copied("extracted-release", images, jpeg, seed, copy)
+
+
 def arguments(module: str, doc: str | None, argv: list[str] | None, quick: str, root: str,
-              runs: int | None = 3, quick_runs: int | None = None) -> argparse.Namespace:
+              runs: int | None = 3, quick_runs: int | None = None,
+              flags: dict[str, str] | None = None) -> argparse.Namespace:
     """The command line every benchmark takes: --quick (`quick` says what it shrinks to) and,
-    unless `runs` is None, --runs (default `runs`, or `quick_runs` with --quick). All of them
-    need root (`root` says for what); --help does not."""
+    unless `runs` is None, --runs (default `runs`, or `quick_runs` with --quick); `flags` are
+    a benchmark's own switches, with their help. All of them need root (`root` says for
+    what); --help does not."""
     p = argparse.ArgumentParser(prog=f"python -m benchmarks.{module}", description=doc,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help=quick)
+    for flag, text in (flags or {}).items():
+        p.add_argument(flag, action="store_true", help=text)
     if runs is not None:
         p.add_argument("--runs", type=int, help=f"runs of each (default {runs}"
                        + (f", {quick_runs} with --quick)" if quick_runs else ")"))
@@ -193,12 +231,41 @@ def drop_caches() -> None:
     Path("/proc/sys/vm/drop_caches").write_text("3\n")
 
 
+def drops() -> int:
+    """How often any process has dropped the page cache since boot: a warm pass during which
+    this changed was not warm."""
+    for line in Path("/proc/vmstat").read_text().splitlines():
+        name, _, value = line.partition(" ")
+        if name == "drop_pagecache":
+            return int(value)
+    return 0
+
+
 # --- mounts ------------------------------------------------------------------------------
 
+HELD = "indexes held in memory"  # what vgfs logs once no request needs its LMDB's pages
+HOLD_FAILED = "holding the indexes in memory failed"
+
+
+def wait_logged(log_file: Path, line: str, failed: str, timeout: float = 300) -> None:
+    """Wait until `log_file` holds `line`; raise if it holds `failed` or time runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = log_file.read_text(errors="replace") if log_file.exists() else ""
+        if line in text:
+            return
+        if failed in text or time.monotonic() > deadline:
+            raise RuntimeError(f"{log_file}: no {line!r} in {timeout:.0f} s:\n{text[-2000:]}")
+        time.sleep(0.05)
+
+
 @contextmanager
-def mounted(system: str, dataset: Path, mountpoint: Path) -> Iterator[Path]:
+def mounted(system: str, dataset: Path, mountpoint: Path, held: bool = False
+            ) -> Iterator[Path]:
     """Mount `dataset` (vgfs) or its images.sqfs (squashfuse_ll, kernel, ratarmount), and
-    unmount it in every case. Only a mount made here is ever unmounted.
+    unmount it in every case. Only a mount made here is ever unmounted. With `held`, vgfs is
+    only handed out once it holds its indexes in memory (its log says so, in a file beside
+    the mountpoint): from then on it serves as it will for as long as it is mounted.
 
     ratarmount keeps its index of the image in a file beside the mountpoint, made by the first
     mount of that dataset and reused by the next, as a user's would be (the index is
@@ -209,8 +276,12 @@ def mounted(system: str, dataset: Path, mountpoint: Path) -> Iterator[Path]:
         raise RuntimeError(f"{mountpoint}: something is already mounted there")
     image = str(dataset / "images.sqfs")
     mp = str(mountpoint)
+    log_file = mountpoint.parent / f"{mountpoint.name}.log"
     if system == "vgfs":
         cmd, umount = [*VGFS, "mount", str(dataset), mp], [*VGFS, "umount", mp]
+        if held:
+            log_file.unlink(missing_ok=True)
+            cmd += ["--log-file", str(log_file)]
     elif system == "squashfuse_ll":
         cmd, umount = ["squashfuse_ll", image, mp], ["fusermount3", "-u", mp]
     elif system == "kernel":
@@ -225,6 +296,8 @@ def mounted(system: str, dataset: Path, mountpoint: Path) -> Iterator[Path]:
         run(cmd, timeout=120)
         if mounted_fs(mountpoint) is None:
             raise RuntimeError(f"{' '.join(cmd)} returned, but nothing is mounted")
+        if held and system == "vgfs":
+            wait_logged(log_file, HELD, HOLD_FAILED)
         yield mountpoint
     finally:
         if mounted_fs(mountpoint) is not None:
@@ -237,6 +310,22 @@ def mounted(system: str, dataset: Path, mountpoint: Path) -> Iterator[Path]:
 
 
 # --- processes and profiles --------------------------------------------------------------
+
+def serving(mountpoint: Path, program: str) -> int | None:
+    """The pid of the `program` process whose command line names `mountpoint` (a FUSE daemon
+    such as squashfuse_ll, which says nothing of its pid), or None."""
+    want = os.fsencode(mountpoint)
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = Path(entry.path, "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if want in argv and os.path.basename(argv[0]) == os.fsencode(program):
+            return int(entry.name)
+    return None
+
 
 def process_cpu(pid: int) -> float:
     """CPU seconds of another process, all its threads (utime and stime in /proc/PID/stat)."""

@@ -18,7 +18,7 @@ import multiprocessing
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from multiprocessing.queues import SimpleQueue
 from multiprocessing.synchronize import Barrier
@@ -41,7 +41,7 @@ TARGETS = {  # (mode, readers, anchor): least ratio of vgfs throughput to the an
 }
 
 
-def _read_files(paths: list[str]) -> int:
+def read_files(paths: list[str]) -> int:
     """Read each file whole, as a loader does: open, read 1 MiB chunks to EOF, close."""
     buf = bytearray(CHUNK)
     total = 0
@@ -58,27 +58,40 @@ def _read_files(paths: list[str]) -> int:
     return total
 
 
-def _reader(paths: list[str], start: Barrier, done: SimpleQueue) -> None:
+def stat_files(paths: list[str]) -> int:
+    """Stat each path, as `ls -l` or a loader's size check does: the number of paths."""
+    for path in paths:
+        os.stat(path)
+    return len(paths)
+
+
+def _reader(paths: list[str], work: Callable[[list[str]], int], start: Barrier,
+            done: SimpleQueue) -> None:
     try:
         start.wait()
-        done.put((_read_files(paths), None))
+        done.put((work(paths), None))
     except BaseException as e:  # noqa: BLE001 - reported by the parent, which stops the run
         done.put((0, f"{type(e).__name__}: {e}"))
 
 
-def read_pass(paths: list[str], readers: int) -> tuple[float, int]:
-    """Wall time for `readers` processes to read all of `paths` between them, and the bytes.
-    The processes are started before the clock and released together."""
+def read_pass(paths: list[str], readers: int,
+              work: Callable[[list[str]], int] = read_files) -> tuple[float, int]:
+    """Wall time for `readers` processes to read all of `paths` between them (or to do `work`
+    on them: `stat_files`), and the bytes (what `work` counts). The processes are started
+    before the clock and released together."""
     ctx = multiprocessing.get_context("fork")
     start, done = ctx.Barrier(readers + 1), ctx.SimpleQueue()
     share = -(-len(paths) // readers)
-    procs = [ctx.Process(target=_reader, args=(paths[i * share:(i + 1) * share], start, done))
+    procs = [ctx.Process(target=_reader, args=(paths[i * share:(i + 1) * share], work, start,
+                                               done))
              for i in range(readers)]
     for p in procs:
         p.start()
     try:
-        start.wait()
+        # The clock starts before the release: a reader let go first may be done before this
+        # process runs again, which a short warm pass would not count.
         t0 = time.perf_counter()
+        start.wait()
         results = [done.get() for _ in procs]
         seconds = time.perf_counter() - t0
     finally:

@@ -21,8 +21,8 @@ reads of what its page cache lacks reach slowfs and pay the delay, so cold runs 
 caches first.
 
 Its counters (reads, bytes, seconds spent answering them, reads that needed a worker thread, the
-most reads in flight at once, its CPU seconds) are the JSON of the root's extended attribute
-`user.slowfs.stats`.
+most reads in flight at once, metadata requests, its CPU seconds) are the JSON of the root's
+extended attribute `user.slowfs.stats`.
 """
 
 from __future__ import annotations
@@ -55,9 +55,10 @@ FSTYPE = "fuse.slowfs"
 
 
 def _after_meta_delay(request: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
-    """`request`, answered once the metadata delay has passed."""
+    """`request`, counted, and answered once the metadata delay has passed."""
     @functools.wraps(request)
     async def delayed(self: SlowFS, *args: object) -> T:
+        self.stats["meta"] += 1
         if self.meta_delay:
             await trio.sleep(self.meta_delay)
         return await request(self, *args)
@@ -75,7 +76,7 @@ class SlowFS(Passthrough):
         super().__init__(source, threads)
         self.delay, self.meta_delay, self.max_background = delay, meta_delay, max_background
         self.stats = {"pid": os.getpid(), "reads": 0, "bytes": 0, "seconds": 0.0,
-                      "in_flight": 0, "peak_in_flight": 0}
+                      "in_flight": 0, "peak_in_flight": 0, "meta": 0}
 
     lookup = _after_meta_delay(Passthrough.lookup)
     getattr = _after_meta_delay(Passthrough.getattr)
@@ -130,14 +131,15 @@ def set_background_limit(mountpoint: str, limit: int) -> None:
 
 
 @contextmanager
-def mounted(source: Path, mountpoint: Path, delay_ms: float = 2.0) -> Iterator[Path]:
+def mounted(source: Path, mountpoint: Path, delay_ms: float = 2.0,
+            meta_delay_ms: float = 0.0) -> Iterator[Path]:
     """Serve `source` at `mountpoint` from a slowfs process; stop it (which unmounts) in every
     case. Only a mount made here is ever unmounted."""
     mountpoint.mkdir(parents=True, exist_ok=True)
     if mounted_fs(mountpoint) is not None:
         raise RuntimeError(f"{mountpoint}: something is already mounted there")
     cmd = [sys.executable, "-m", "benchmarks.slowfs", str(source), str(mountpoint),
-           "--delay-ms", str(delay_ms)]
+           "--delay-ms", str(delay_ms), "--meta-delay-ms", str(meta_delay_ms)]
     with tempfile.TemporaryFile() as stderr, subprocess.Popen(
             cmd, cwd=Path(__file__).resolve().parent.parent, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=stderr) as proc:
