@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import time
@@ -15,12 +16,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, redirect_stderr
 from pathlib import Path
 
+import lmdb
 import pytest
 import zstandard
 
 from vgfs.build import build
 from vgfs.dataset import Dataset, open_dataset
-from vgfs.layout import FRAME, FRAME_AT, FRAMES_FILE, KINDS, frame_key
+from vgfs.layout import FRAME, FRAME_AT, FRAMES_FILE, ID, KINDS, MAX_DBS, frame_key
 from vgfs.mount import mounted_fs
 from vgfs.schema import PER_IMAGE
 from vgfs.tree import ROOT, Node, Tree
@@ -143,6 +145,45 @@ def damage_record(dataset: Path, kind: str, image_id: int) -> tuple[int, int]:
         offset, length = record.ranges[KINDS.index(kind)]
         source = ds.manifest["kinds"][kind]["source"]
     return damage_frame(dataset, source, (offset + length // 2) // FRAME)
+
+
+# LMDB's page layout (mdb.c): a page header is pgno (8), pad (2), flags (2), lower
+# (2), upper (2), then the nodes' offsets; a node is lo, hi, flags, key size (2 each) and its
+# key. A named database's record in the main one ends with its root page number.
+_PAGE = struct.Struct("<QHHHH")
+_NODE = struct.Struct("<HHHH")
+_BRANCH, _LEAF = 0x01, 0x02
+
+
+def damage_leaf_page(dataset: Path, db: str, which: int) -> list[int]:
+    """Clear the type flags of leaf page `which` (in key order) of the image-keyed database
+    `db`, as a bad sector or a stray write would; returns the image ids whose records it holds.
+    LMDB then gives MDB_CORRUPTED for the reads that reach that page."""
+    path = dataset / "annotations.lmdb"
+    env = lmdb.open(str(path), readonly=True, lock=False, max_dbs=MAX_DBS)
+    with env.begin() as txn:
+        root = struct.unpack_from("<Q", txn.get(db.encode()), 40)[0]
+    psize = env.stat()["psize"]
+    env.close()
+    data = (path / "data.mdb").read_bytes()
+    leaves, todo = [], [root]
+    while todo:
+        pgno = todo.pop(0)
+        page = data[pgno * psize:(pgno + 1) * psize]
+        _, _, flags, lower, _ = _PAGE.unpack_from(page)
+        nodes = [_NODE.unpack_from(page, o) + (o,)
+                 for o in struct.unpack_from(f"<{(lower - _PAGE.size) // 2}H", page, _PAGE.size)]
+        if flags & _BRANCH:  # a branch node's lo, hi and flags are its child's page number
+            todo += [lo | hi << 16 | nflags << 32 for lo, hi, nflags, _, _ in nodes]
+        else:
+            assert flags & _LEAF, f"page {pgno} of {db} is neither a branch nor a leaf"
+            ids = [ID.unpack_from(page, o + _NODE.size)[0] for _, _, _, _, o in nodes]
+            leaves.append((pgno, ids))
+    pgno, ids = leaves[which]
+    with open(path / "data.mdb", "r+b") as f:
+        f.seek(pgno * psize + 10)
+        f.write(b"\0\0")
+    return ids
 
 
 _SPACE = re.compile(r"[ \t\n\r]*")

@@ -22,6 +22,7 @@ import pytest
 
 from tests.conftest import (
     damage_frame,
+    damage_leaf_page,
     drop_cache,
     entry_bytes,
     entry_spans,
@@ -435,3 +436,42 @@ def test_reader_killed_mid_read(dataset: Path, jpeg_sums: dict, graphs: dict,
         check_others(mp, jpeg_sums, graphs, skip=set())
         assert errors(mp) == 0
         assert len(os.listdir(f"/proc/{pid}/fd")) == fds
+
+
+def test_a_damaged_database_page_fails_only_its_records(dataset: Path, jpeg_sums: dict) -> None:
+    """One leaf page of the JPEG index with a bad type flag (MDB_CORRUPTED): the reads that
+    reach it fail with one sentence, and every other record still reads, before and after:
+    the transaction that saw the error is renewed, not left failing with MDB_BAD_TXN."""
+    bad = damage_leaf_page(dataset, "jpegs", 1)
+    good = [i for i in sorted(jpeg_sums) if i not in bad]
+    with open_dataset(dataset) as ds:
+        for image_id in (good[0], bad[0], good[-1], bad[-1], good[1]):
+            if image_id in bad:
+                with pytest.raises(VGFSError, match=r"annotations.lmdb: reading jpegs: the"
+                                   r" database is damaged \(mdb_get: MDB_CORRUPTED"):
+                    ds.jpeg(image_id)
+            else:
+                assert hashlib.sha256(ds.jpeg(image_id)).hexdigest() == jpeg_sums[image_id]
+        assert sorted(ds.image_ids()) == sorted(jpeg_sums)  # the images database is whole
+
+
+def test_a_damaged_database_page_under_the_mount(dataset: Path, jpeg_sums: dict,
+                                                 tmp_path: Path) -> None:
+    """The same page under a mount: the check before the indexes are held finds it (logged),
+    no cursor walks it, which would abort the daemon inside LMDB; the JPEG index is read from
+    the database, and only the JPEGs indexed on that page are EIO; everything else reads and
+    lists, before and after them."""
+    bad = damage_leaf_page(dataset, "jpegs", 1)
+    good = [i for i in sorted(jpeg_sums) if i not in bad]
+    mp = tmp_path / "mp"
+    with foreground(dataset, mp) as log:
+        wait_for("the damage found", lambda: "database jpegs: page" in log.read_text())
+        for image_id in (good[0], bad[0], good[-1], bad[-1], good[1]):
+            data = read(mp / "images" / str(image_id) / "image.jpg")
+            if image_id in bad:
+                assert data == errno.EIO
+            else:
+                assert hashlib.sha256(data).hexdigest() == jpeg_sums[image_id]
+        assert sorted(int(n) for n in os.listdir(mp / "images")) == sorted(jpeg_sums)
+        assert json.loads((mp / "images" / str(bad[0]) / "meta.json").read_bytes())
+        assert mounted_fs(mp) is not None and errors(mp) >= 2  # the kernel may retry a read

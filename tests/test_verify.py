@@ -10,7 +10,7 @@ from pathlib import Path
 import lmdb
 import pytest
 
-from tests.conftest import damage_frame, flip_byte
+from tests.conftest import damage_frame, damage_leaf_page, flip_byte
 from vgfs.build import build
 from vgfs.dataset import Dataset, open_dataset
 from vgfs.layout import FRAME, ID, KINDS, MAX_DBS, ImageRecord
@@ -105,3 +105,18 @@ def test_a_damaged_stray_is_reported(tmp_path: Path, release_copy: Path) -> None
     problems, reports, _ = _verify(tmp_path / "dataset")
     assert (problems, reports) == (1, ["VG_100K/Thumbs.db: JPEG bytes in images.sqfs do not"
                                        " match their sha256"])
+
+
+def test_a_damaged_database_page_is_reported_and_the_rest_checked(synthetic_dataset: Path,
+                                                                  tmp_path: Path) -> None:
+    """A leaf of the JPEG index with a bad type: verify names the page (no cursor walks it,
+    which would abort inside LMDB), then looks up every image's JPEG on its own: those on
+    the page are reported, one each, and every other JPEG is still read and checked."""
+    copy = Path(shutil.copytree(synthetic_dataset, tmp_path / "dataset"))
+    bad = damage_leaf_page(copy, "jpegs", 1)
+    reports: list[str] = []
+    with open_dataset(copy) as ds:
+        assert verify(ds, reports.append) == len(reports) == 1 + len(bad)
+    assert "database jpegs: page" in reports[0] and "is damaged" in reports[0]
+    assert [r.split(":")[0] for r in reports[1:]] == [f"image {i}" for i in bad]
+    assert all("MDB_CORRUPTED" in r for r in reports[1:])

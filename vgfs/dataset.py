@@ -29,6 +29,7 @@ from vgfs.errors import VGFSError
 from vgfs.frames import Frames
 from vgfs.layout import (
     ABSENT,
+    DB_NAMES,
     FILE_INFO,
     FORMAT,
     FRAMES_FILE,
@@ -39,20 +40,20 @@ from vgfs.layout import (
     ImageRecord,
     JpegIndex,
 )
+from vgfs.pages import check_db
 from vgfs.squashfs import SquashFSError, SquashFSImage
 
 Buffer = bytes | memoryview
 
 
-# The databases that `Dataset.hold` keeps in memory.
+# The databases that `Dataset.hold` keeps in memory; those read whole when a dataset opens.
 _HELD = ("images", "jpegs", "part2", "frames")
+_AT_OPEN = ("files", "strays")
 
 
 class _Held(NamedTuple):
     values: dict[bytes, bytes]  # the database, key -> value
     ids: array | None  # its keys as image ids, ascending (LMDB's order)
-
-
 
 
 class Dataset:
@@ -70,6 +71,12 @@ class Dataset:
         try:
             self.env, self.dbs = ENVIRONMENTS.acquire(lmdb_path)
             self._needs = pages_needed(self.env)
+            self._damaged: dict[str, str] = {}  # database -> what check_pages found
+            self._checked: set[str] = set()
+            for name in _AT_OPEN:
+                self._check(name)
+                if name in self._damaged:
+                    raise VGFSError(self._damaged[name])
             # Small and asked for by every listing of the root: held in memory.
             self.files = {os.fsdecode(bytes(k)): FILE_INFO.unpack(v)
                           for k, v in self._txn().cursor(db=self.dbs["files"])}
@@ -162,6 +169,41 @@ class Dataset:
         check_size(self.path / "annotations.lmdb" / "data.mdb", os.fstat(self._data_fd).st_size,
                    self._needs)
 
+    def check_pages(self, names: tuple[str, ...] = DB_NAMES) -> dict[str, str]:
+        """Check every page of these databases, each once per open (pages.py); returns the
+        damaged ones, each with a sentence. A damaged database is never walked by a cursor
+        again, which would abort the process inside LMDB; lookups still reach its whole pages."""
+        for name in names:
+            self._check(name)
+        return {n: self._damaged[n] for n in names if n in self._damaged}
+
+    def _check(self, name: str) -> None:
+        if name in self._checked:
+            return
+        with self._lmdb(f"reading the root of {name}"):
+            record = bytes(self._txn().get(name.encode()))
+        try:
+            check_db(self._data_fd, self.env.stat()["psize"], record,
+                     f"{self.path / 'annotations.lmdb'}: database {name}")
+        except VGFSError as e:
+            self._damaged[name] = f"{e}; restore or rebuild the dataset"
+        self._checked.add(name)
+
+    @contextlib.contextmanager
+    def _walk(self, name: str, what: str) -> Iterator[lmdb.Cursor]:
+        """A cursor over database `name`, in a transaction of its own: a lookup that fails
+        meanwhile renews the thread's transaction, which must not end the walk. A database
+        that check_pages found damaged is refused."""
+        if name in self._damaged:
+            raise VGFSError(self._damaged[name])
+        self._check_size()
+        txn = self.env.begin(buffers=True)
+        try:
+            with self._lmdb(what):
+                yield txn.cursor(db=self.dbs[name])
+        finally:
+            txn.abort()
+
     @contextlib.contextmanager
     def _lmdb(self, what: str) -> Iterator[None]:
         """LMDB's errors as one sentence; the thread's transaction is renewed after one."""
@@ -169,7 +211,11 @@ class Dataset:
             yield
         except lmdb.Error as e:
             self._local.failed = True
-            raise VGFSError(f"{self.path / 'annotations.lmdb'}: {what}: {e}") from None
+            detail = str(e)
+            if isinstance(e, lmdb.CorruptedError | lmdb.PageNotFoundError):
+                detail = (f"the database is damaged ({e}); `vgfs verify` reports all the damage;"
+                          " restore or rebuild the dataset")
+            raise VGFSError(f"{self.path / 'annotations.lmdb'}: {what}: {detail}") from None
 
     # --- stored files ----------------------------------------------------------------------
 
@@ -218,8 +264,7 @@ class Dataset:
             ids = held.ids
             yield from ids[bisect_right(ids, after):]
             return
-        with self._lmdb(f"listing {db}"):
-            cur = self._txn().cursor(db=self.dbs[db])
+        with self._walk(db, f"listing {db}") as cur:
             if not cur.set_range(ID.pack(after + 1)):
                 return
             for key in cur.iternext(keys=True, values=False):
@@ -238,11 +283,16 @@ class Dataset:
         into memory, about 250 bytes an image: from then on no lookup, listing or read of the
         mount touches LMDB's map, whose pages may have to come from slow storage, on the
         event loop. The mount calls it in a thread at start; until it is done, requests read
-        LMDB. Stops early, holding nothing, when `stop` is set."""
+        LMDB. Each database's pages are checked first (check_pages): a damaged one is not
+        held, its whole pages still answer lookups. Stops early, holding nothing, when `stop`
+        is set."""
+        self.check_pages(_HELD)
         txn = self.env.begin(buffers=True)
         held: dict[str, _Held] = {}
         try:
             for name in _HELD:
+                if name in self._damaged:
+                    continue
                 values: dict[bytes, bytes] = {}
                 for n, (key, value) in enumerate(txn.cursor(db=self.dbs[name])):
                     values[bytes(key)] = bytes(value)
@@ -322,8 +372,7 @@ class Dataset:
 
     def view_names(self, view: str, start: int = 0) -> Iterator[tuple[int, bytes, int]]:
         """(position, escaped name, count) from a position on, in name order."""
-        with self._lmdb(f"listing {view}"):
-            cur = self._txn().cursor(db=self.dbs["view_names"])
+        with self._walk("view_names", f"listing {view}") as cur:
             first = query.pos_key(view, start)
             if not cur.set_range(first):
                 return
@@ -340,8 +389,7 @@ class Dataset:
 
     def view_images(self, view: str, name: bytes, after: int = -1) -> Iterator[int]:
         """Image ids under a view's name, ascending, after `after`; O(log n) to start."""
-        with self._lmdb(f"listing {view}"):
-            cur = self._txn().cursor(db=self.dbs["view_ids"])
+        with self._walk("view_ids", f"listing {view}") as cur:
             if not cur.set_key(query.key(view, name)):
                 return
             if not cur.set_range_dup(query.key(view, name), ID.pack(after + 1)):

@@ -215,11 +215,15 @@ def _hold(ds: Dataset, stop: threading.Event) -> None:
     start = time.monotonic()
     try:
         ds.hold(stop)
+        if stop.is_set():
+            return
+        log.info("indexes held in memory after %.2f s", time.monotonic() - start)
+        damaged = ds.check_pages()  # the rest: the views' databases, walked by their listings
     except Exception as e:  # noqa: BLE001 - the mount serves from LMDB without them
         log.warning("holding the indexes in memory failed: %s", e)
         return
-    if not stop.is_set():
-        log.info("indexes held in memory after %.2f s", time.monotonic() - start)
+    for sentence in damaged.values():
+        log.error("%s", sentence)
 
 
 UPDATEDB_CONF = Path("/etc/updatedb.conf")

@@ -6,8 +6,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterator
 
-import lmdb
-
 from vgfs.dataset import Dataset
 from vgfs.errors import VGFSError
 from vgfs.layout import ABSENT, FRAME, KINDS, JpegIndex
@@ -40,20 +38,18 @@ def _problems(ds: Dataset, progress: Callable[[int], object]) -> Iterator[str]:
         for off in range(0, size, FRAME):  # on past a damaged frame, to report the others
             try:
                 digest.update(ds.range(file_no, off, min(FRAME, size - off)))
-            except (VGFSError, lmdb.Error) as e:
+            except VGFSError as e:
                 yield str(e)
                 damaged = True
             progress(1)
         want = sources.get(path, {}).get("sha256")
         if not damaged and want is not None and digest.hexdigest() != want:
             yield f"{path}: does not match the manifest's sha256"
-    try:
+    damaged = ds.check_pages()  # before any cursor walks them
+    yield from damaged.values()
+    if "images" not in damaged:
         yield from _bad_ranges(ds)
-        for image_id in ds.image_ids(db="jpegs"):
-            yield from _bad_jpeg(ds, f"image {image_id}", ds.jpeg_index(image_id))
-            progress(1)
-    except lmdb.Error as e:
-        yield f"{ds.path / 'annotations.lmdb'}: database damaged: {e}"
+    yield from _bad_jpegs(ds, damaged, progress)
     for path, index in sorted(ds.strays.items()):
         yield from _bad_jpeg(ds, path, index)
         progress(1)
@@ -68,6 +64,27 @@ def _bad_ranges(ds: Dataset) -> Iterator[str]:
         for kind, (offset, length) in zip(KINDS, record.ranges, strict=True):
             if length != ABSENT and (kind not in sizes or offset + length > sizes[kind]):
                 yield f"image {image_id}: its {kind} entry lies outside its source file"
+
+
+def _bad_jpegs(ds: Dataset, damaged: dict[str, str], progress: Callable[[int], object]
+               ) -> Iterator[str]:
+    """Every JPEG against its sha256. Where the JPEG index is damaged, each image's JPEG is
+    looked up on its own: the lookups that reach a whole page still find theirs."""
+    if "jpegs" not in damaged:
+        ids = ds.image_ids(db="jpegs")
+    elif "images" not in damaged:
+        ids = ds.image_ids()
+    else:
+        return
+    for image_id in ids:
+        progress(1)
+        try:
+            index = ds.jpeg_index(image_id)
+        except VGFSError as e:
+            yield f"image {image_id}: {e}"
+            continue
+        if index is not None or "jpegs" not in damaged:
+            yield from _bad_jpeg(ds, f"image {image_id}", index)
 
 
 def _bad_jpeg(ds: Dataset, what: str, index: JpegIndex | None) -> Iterator[str]:

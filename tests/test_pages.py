@@ -1,0 +1,75 @@
+"""pages.py without a mount: every page that a database's B-tree reaches is checked, through
+branches, overflow pages and sorted-duplicate sub-databases, and a bad one is named."""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+import lmdb
+import pytest
+
+from vgfs.errors import VGFSError
+from vgfs.pages import check_db
+
+
+@pytest.fixture
+def env_path(tmp_path: Path) -> Path:
+    """An LMDB with a database of many small records (branches), one of big values (overflow
+    pages), one of many duplicates under a key (a sub-database) and an empty one."""
+    env = lmdb.open(str(tmp_path), max_dbs=4, map_size=64 << 20)
+    small, big = env.open_db(b"small"), env.open_db(b"big")
+    dups = env.open_db(b"dups", dupsort=True, dupfixed=True)
+    env.open_db(b"empty")
+    with env.begin(write=True) as txn:
+        for i in range(5000):
+            txn.put(struct.pack(">Q", i), b"v" * 40, db=small)
+        for i in range(5):
+            txn.put(struct.pack(">Q", i), os.urandom(20000), db=big)
+        for i in range(3000):
+            txn.put(b"key", struct.pack(">Q", i), db=dups)
+    env.close()
+    return tmp_path
+
+
+def _check(path: Path, name: bytes) -> int:
+    env = lmdb.open(str(path), readonly=True, lock=False, max_dbs=4)
+    with env.begin() as txn:
+        record = txn.get(name)
+    psize = env.stat()["psize"]
+    env.close()
+    fd = os.open(path / "data.mdb", os.O_RDONLY)
+    try:
+        return check_db(fd, psize, record, name.decode())
+    finally:
+        os.close(fd)
+
+
+def test_every_page_is_reached(env_path: Path) -> None:
+    env = lmdb.open(str(env_path), readonly=True, lock=False, max_dbs=4)
+    with env.begin() as txn:
+        stats = {n: txn.stat(env.open_db(n, txn=txn, create=False)) for n in (b"small", b"big")}
+    env.close()
+    s = stats[b"small"]
+    assert _check(env_path, b"small") == s["branch_pages"] + s["leaf_pages"] > 10
+    b = stats[b"big"]
+    assert _check(env_path, b"big") == b["leaf_pages"] + b["overflow_pages"] > 20
+    assert _check(env_path, b"dups") > 3  # the key's leaf and its sub-database's pages
+    assert _check(env_path, b"empty") == 0
+
+
+@pytest.mark.parametrize("name", [b"small", b"big", b"dups"])
+def test_a_page_of_the_wrong_type_is_named(env_path: Path, name: bytes) -> None:
+    """The database's root page is given a bad type flag."""
+    env = lmdb.open(str(env_path), readonly=True, lock=False, max_dbs=4)
+    psize = env.stat()["psize"]
+    with env.begin() as txn:
+        root = struct.unpack_from("<Q", txn.get(name), 40)[0]
+    env.close()
+    with open(env_path / "data.mdb", "r+b") as f:
+        f.seek(root * psize + 10)
+        f.write(b"\x00\x00")
+    with pytest.raises(VGFSError, match=rf"^{name.decode()}: page {root} is damaged \(it says"
+                                        rf" page {root}, type 0x0, where a"):
+        _check(env_path, name)

@@ -1,0 +1,72 @@
+"""LMDB's pages checked before a cursor walks them. A lookup that meets a page of the wrong type
+gets MDB_CORRUPTED, an error; a cursor stepping onto one trips an assertion inside LMDB that
+aborts the whole process. So each database that a mount walks is checked page by page first:
+every page its B-tree reaches must carry its own number and the type its depth calls for.
+
+Read with pread, never through LMDB's map: a missing page is an error here, not SIGBUS. The
+layout is LMDB's own (mdb.c): a 16-byte page header (number, pad, flags, lower, upper, where an
+overflow page keeps its page count in lower/upper) and nodes of 8-byte headers (a branch node's
+lo, hi and flags are its child's page number; a leaf node's lo and hi its data size).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+
+from vgfs.errors import VGFSError
+
+_HEADER = struct.Struct("<QHHHH")  # number, pad, flags, lower, upper
+_NODE = struct.Struct("<HHHH")  # lo, hi, flags, key size
+_PAGES = struct.Struct("<I")  # an overflow page's count, at offset 12
+_DB = struct.Struct("<IHHQQQQQ")  # MDB_db: pad, flags, depth, 4 counters, root
+_PGNO = struct.Struct("<Q")
+P_BRANCH, P_LEAF, P_OVERFLOW, P_LEAF2 = 0x01, 0x02, 0x04, 0x20
+F_BIGDATA, F_SUBDATA = 0x01, 0x02  # a leaf's data: an overflow page; a sub-database
+P_INVALID = (1 << 64) - 1  # the root of an empty database
+
+
+def check_db(fd: int, psize: int, record: bytes, what: str) -> int:
+    """Check every page of the database whose MDB_db `record` (its value in LMDB's main
+    database) is given, reading data.mdb's `fd`; raises VGFSError naming `what` and the first
+    bad page. Returns the number of pages checked."""
+    _, _, depth, _, _, _, _, root = _DB.unpack(record)
+    todo = [] if root == P_INVALID else [(root, 1, depth)]
+    checked = 0
+    while todo:
+        pgno, level, depth = todo.pop()
+        page = os.pread(fd, psize, pgno * psize)
+        checked += 1
+        if len(page) < psize:
+            raise VGFSError(f"{what}: page {pgno} is past the end of data.mdb")
+        number, _, flags, lower, _ = _HEADER.unpack_from(page)
+        want = P_LEAF if level == depth else P_BRANCH
+        if number != pgno or not flags & want:
+            raise VGFSError(f"{what}: page {pgno} is damaged (it says page {number}, type"
+                            f" {flags:#x}, where a {'leaf' if want == P_LEAF else 'branch'}"
+                            " belongs)")
+        if flags & P_LEAF2:
+            continue  # fixed-size keys only, no nodes
+        for at in struct.unpack_from(f"<{(lower - _HEADER.size) // 2}H", page, _HEADER.size):
+            lo, hi, nflags, ksize = _NODE.unpack_from(page, at)
+            if want == P_BRANCH:
+                todo.append((lo | hi << 16 | nflags << 32, level + 1, depth))
+                continue
+            data = at + _NODE.size + ksize
+            if nflags & F_BIGDATA:
+                checked += _check_overflow(fd, psize, _PGNO.unpack_from(page, data)[0], what)
+            elif nflags & F_SUBDATA:  # sorted duplicates in a B-tree of their own (not inline)
+                _, _, sub_depth, _, _, _, _, sub_root = _DB.unpack_from(page, data)
+                todo.append((sub_root, 1, sub_depth))
+    return checked
+
+
+def _check_overflow(fd: int, psize: int, pgno: int, what: str) -> int:
+    head = os.pread(fd, _HEADER.size, pgno * psize)
+    if len(head) < _HEADER.size:
+        raise VGFSError(f"{what}: overflow page {pgno} is past the end of data.mdb")
+    number, _, flags, _, _ = _HEADER.unpack(head)
+    if number != pgno or not flags & P_OVERFLOW:
+        raise VGFSError(f"{what}: overflow page {pgno} is damaged (it says page {number}, type"
+                        f" {flags:#x})")
+    return _PAGES.unpack_from(head, 12)[0]
