@@ -21,7 +21,8 @@ _NODE = struct.Struct("<HHHH")  # lo, hi, flags, key size
 _PAGES = struct.Struct("<I")  # an overflow page's count, at offset 12
 _DB = struct.Struct("<IHHQQQQQ")  # MDB_db: pad, flags, depth, 4 counters, root
 _PGNO = struct.Struct("<Q")
-P_BRANCH, P_LEAF, P_OVERFLOW, P_LEAF2 = 0x01, 0x02, 0x04, 0x20
+P_BRANCH, P_LEAF, P_OVERFLOW = 0x01, 0x02, 0x04
+MDB_DUPSORT = 0x04  # a database's flag
 F_BIGDATA, F_SUBDATA = 0x01, 0x02  # a leaf's data: an overflow page; a sub-database
 P_INVALID = (1 << 64) - 1  # the root of an empty database
 
@@ -30,11 +31,14 @@ def check_db(fd: int, psize: int, record: bytes, what: str) -> int:
     """Check every page of the database whose MDB_db `record` (its value in LMDB's main
     database) is given, reading data.mdb's `fd`; raises VGFSError naming `what` and the first
     bad page. Returns the number of pages checked."""
-    _, _, depth, _, _, _, _, root = _DB.unpack(record)
-    todo = [] if root == P_INVALID else [(root, 1, depth)]
+    _, flags, depth, _, _, overflow, _, root = _DB.unpack(record)
+    # A leaf's nodes point elsewhere only to overflow pages and sub-databases: without either,
+    # its header is all there is to check (and a sub-database holds neither).
+    nodes = bool(overflow or flags & MDB_DUPSORT)
+    todo = [] if root == P_INVALID else [(root, 1, depth, nodes)]
     checked = 0
     while todo:
-        pgno, level, depth = todo.pop()
+        pgno, level, depth, nodes = todo.pop()
         page = os.pread(fd, psize, pgno * psize)
         checked += 1
         if len(page) < psize:
@@ -45,19 +49,19 @@ def check_db(fd: int, psize: int, record: bytes, what: str) -> int:
             raise VGFSError(f"{what}: page {pgno} is damaged (it says page {number}, type"
                             f" {flags:#x}, where a {'leaf' if want == P_LEAF else 'branch'}"
                             " belongs)")
-        if flags & P_LEAF2:
-            continue  # fixed-size keys only, no nodes
+        if want == P_LEAF and not nodes:
+            continue
         for at in struct.unpack_from(f"<{(lower - _HEADER.size) // 2}H", page, _HEADER.size):
             lo, hi, nflags, ksize = _NODE.unpack_from(page, at)
             if want == P_BRANCH:
-                todo.append((lo | hi << 16 | nflags << 32, level + 1, depth))
+                todo.append((lo | hi << 16 | nflags << 32, level + 1, depth, nodes))
                 continue
             data = at + _NODE.size + ksize
             if nflags & F_BIGDATA:
                 checked += _check_overflow(fd, psize, _PGNO.unpack_from(page, data)[0], what)
             elif nflags & F_SUBDATA:  # sorted duplicates in a B-tree of their own (not inline)
                 _, _, sub_depth, _, _, _, _, sub_root = _DB.unpack_from(page, data)
-                todo.append((sub_root, 1, sub_depth))
+                todo.append((sub_root, 1, sub_depth, False))
     return checked
 
 
