@@ -3,14 +3,17 @@ the same files extracted onto local disk.
 
 Each sample does what a Visual Genome input pipeline does per image: open
 `images/<id>/image.jpg`, decode it with Pillow and resize it to 224×224 (as torchvision's
-loader and Resize do), and parse `images/<id>/graph.json`. A `torch.utils.data.DataLoader`
-with 8 worker processes draws batches of 32 in one random order (fixed seed), the same for both
-systems. torch is used where it is installed (a CPU build is enough, some 700 MB, where the
-default wheels bring GBs of CUDA libraries); elsewhere a multiprocessing pool of 8 does the
-same, a batch per task with the results in order, and the results say which one ran.
+loader and Resize do), and parse `images/<id>/graph.json`. Three systems: a vgfs mount; the
+dataset folder read without a mount by `vgfs.torch.VisualGenome` (the JPEG's bytes and
+graph.json, decoded and parsed the same way); and the extracted files. A
+`torch.utils.data.DataLoader` with 8 worker processes draws batches of 32 in one random order
+(fixed seed), the same for every system. torch is used where it is installed (a CPU build is
+enough, some 700 MB, where the default wheels bring GBs of CUDA libraries); elsewhere a
+multiprocessing pool of 8 does the same, a batch per task with the results in order, and the
+results say which one ran.
 
-Cold: a fresh mount with the caches dropped (the extracted files: the caches dropped); warm: a
-second pass. The two systems alternate, the first rotating from run to run. Each pass also
+Cold: a fresh mount with the caches dropped (the others: the caches dropped); warm: a second
+pass. The systems alternate, the first rotating from run to run. Each pass also
 records CPU seconds, of the loader (its workers included) and of the vgfs daemon, because on a
 small machine the daemon's CPU is taken from the decoders. Where vgfs misses its target, one
 more pass runs with py-spy sampling the daemon, and its top frames go into the results.
@@ -18,8 +21,8 @@ more pass runs with py-spy sampling the daemon, and its top frames go into the r
 
 from __future__ import annotations
 
-import functools
 import importlib.util
+import io
 import multiprocessing
 import os
 import random
@@ -38,11 +41,12 @@ from PIL import Image
 from benchmarks import common
 from benchmarks.common import MODES
 from vgfs.metrics import read_stats
+from vgfs.torch import VisualGenome
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-SYSTEMS = ("vgfs", "extracted")
+SYSTEMS = ("vgfs", "vgfs.torch", "extracted")
 FULL_IMAGES = 20_000  # the real-JPEG dataset
 QUICK_IMAGES = 2_000
 QUICK_SAMPLES = 1_000
@@ -50,21 +54,28 @@ WORKERS = 8
 BATCH = 32
 SIZE = (224, 224)
 TARGET = 0.9  # least ratio of vgfs samples/s to the extracted files'
+TORCH_TARGET = 1.0  # vgfs.torch over the mount: "as fast as the mount"
 TOP_FRAMES = 15
+
+
+def _pixels(jpeg: io.BufferedIOBase | io.BytesIO) -> np.ndarray:
+    with Image.open(jpeg) as img:
+        return np.array(img.convert("RGB").resize(SIZE, Image.Resampling.BILINEAR))
 
 
 def load_sample(root: str, image_id: int) -> tuple[np.ndarray, int]:
     """One sample: the image's pixels, resized, and the number of objects in its scene graph."""
     folder = f"{root}/images/{image_id}"
-    with open(f"{folder}/image.jpg", "rb") as f, Image.open(f) as img:
-        pixels = np.array(img.convert("RGB").resize(SIZE, Image.Resampling.BILINEAR))
+    with open(f"{folder}/image.jpg", "rb") as f:
+        pixels = _pixels(f)
     with open(f"{folder}/graph.json", "rb") as f:
         graph = orjson.loads(f.read())
     return pixels, len(graph["objects"])
 
 
 class Samples:
-    """A map-style dataset, all a DataLoader asks for: the samples of `order`, by position."""
+    """A map-style dataset, all a DataLoader asks for: the samples of `order`, by position,
+    from a folder of files (a mount or the extracted files)."""
 
     def __init__(self, root: str, order: list[int]) -> None:
         self.root, self.order = root, order
@@ -76,8 +87,30 @@ class Samples:
         return load_sample(self.root, self.order[i])
 
 
-def _load_batch(root: str, ids: list[int]) -> tuple[np.ndarray, int]:
-    samples = [load_sample(root, i) for i in ids]
+class TorchSamples(Samples):
+    """The same samples from a dataset folder through vgfs.torch, without a mount: each worker
+    opens the dataset once."""
+
+    def __init__(self, root: str, order: list[int]) -> None:
+        super().__init__(root, order)
+        self.vg = VisualGenome(root, files=("graph",), image="bytes", ids=order)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
+        sample = self.vg[i]
+        return _pixels(io.BytesIO(sample["image"])), len(sample["graph"]["objects"])
+
+
+_worker_samples: Samples | None = None  # the pool's: set once in each worker
+
+
+def _set_samples(samples: Samples) -> None:
+    global _worker_samples
+    _worker_samples = samples
+
+
+def _load_batch(positions: range) -> tuple[np.ndarray, int]:
+    assert _worker_samples is not None
+    samples = [_worker_samples[i] for i in positions]
     return np.stack([pixels for pixels, _ in samples]), sum(n for _, n in samples)
 
 
@@ -85,21 +118,20 @@ def engine() -> str:
     return "torch DataLoader" if importlib.util.find_spec("torch") else "multiprocessing pool"
 
 
-def _batches(root: str, order: list[int]) -> Iterator[tuple[Sized, int]]:
+def _batches(samples: Samples) -> Iterator[tuple[Sized, int]]:
     """(pixels, objects) per batch, in order, from WORKERS processes started here."""
     if importlib.util.find_spec("torch"):
         import torch.utils.data
 
         # It warns that 8 workers are more than the cores: deliberate, as loaders are set up.
         warnings.filterwarnings("ignore", "This DataLoader will create", UserWarning)
-        loader = torch.utils.data.DataLoader(Samples(root, order), batch_size=BATCH,
-                                             num_workers=WORKERS)
+        loader = torch.utils.data.DataLoader(samples, batch_size=BATCH, num_workers=WORKERS)
         for pixels, objects in loader:
             yield pixels, int(objects.sum())
         return
-    chunks = [order[i:i + BATCH] for i in range(0, len(order), BATCH)]
-    with multiprocessing.get_context("fork").Pool(WORKERS) as pool:
-        yield from pool.imap(functools.partial(_load_batch, root), chunks)
+    chunks = [range(i, min(i + BATCH, len(samples))) for i in range(0, len(samples), BATCH)]
+    with multiprocessing.get_context("fork").Pool(WORKERS, _set_samples, (samples,)) as pool:
+        yield from pool.imap(_load_batch, chunks)
         pool.close()
         pool.join()  # reaped, so that their CPU time is counted
 
@@ -110,32 +142,35 @@ def _cpu() -> float:
                                                  resource.getrusage(resource.RUSAGE_CHILDREN)))
 
 
-def load_pass(root: Path, order: list[int], daemon: int | None) -> dict[str, float]:
-    """Load every sample of `order` under `root`: seconds, the loader's CPU seconds, the
-    daemon's (if any), and the objects counted, which must agree between systems."""
+def load_pass(samples: Samples, daemon: int | None) -> dict[str, float]:
+    """Load every sample: seconds, the loader's CPU seconds, the daemon's (if any), and the
+    objects counted, which must agree between systems."""
     cpu, daemon_cpu = _cpu(), common.process_cpu(daemon) if daemon else 0.0
     t0 = time.perf_counter()
-    samples = objects = 0
-    for pixels, count in _batches(str(root), order):
-        samples += len(pixels)
+    loaded = objects = 0
+    for pixels, count in _batches(samples):
+        loaded += len(pixels)
         objects += count
     seconds = time.perf_counter() - t0
-    if samples != len(order):
-        raise RuntimeError(f"{root}: loaded {samples} samples, expected {len(order)}")
+    if loaded != len(samples):
+        raise RuntimeError(f"{samples.root}: loaded {loaded} samples, expected {len(samples)}")
     return {"seconds": seconds, "cpu": _cpu() - cpu, "objects": objects,
             "daemon_cpu": common.process_cpu(daemon) - daemon_cpu if daemon else 0.0}
 
 
 def _pass_on(system: str, dataset: Path, extracted: Path, tmp: Path, passes: int,
              order: list[int]) -> list[dict[str, float]]:
-    """`passes` passes on one fresh mount (or the extracted files), the first one cold."""
-    if system == "extracted":
+    """`passes` passes on one fresh mount (or the dataset folder, or the extracted files), the
+    first one cold."""
+    if system != "vgfs":
+        samples = (TorchSamples(str(dataset), order) if system == "vgfs.torch"
+                   else Samples(str(extracted), order))
         common.drop_caches()
-        return [load_pass(extracted, order, None) for _ in range(passes)]
+        return [load_pass(samples, None) for _ in range(passes)]
     with common.mounted("vgfs", dataset, tmp / "vgfs") as mp:
         pid = read_stats(str(mp))["pid"]
         common.drop_caches()
-        return [load_pass(mp, order, pid) for _ in range(passes)]
+        return [load_pass(Samples(str(mp), order), pid) for _ in range(passes)]
 
 
 def bench(dataset: Path, extracted: Path, order: list[int], runs: int, tmp: Path
@@ -162,13 +197,14 @@ def profile(dataset: Path, order: list[int], mode: str, tmp: Path) -> list[list[
     with common.mounted("vgfs", dataset, tmp / "vgfs") as mp:
         pid = read_stats(str(mp))["pid"]
         common.drop_caches()
+        samples = Samples(str(mp), order)
         if mode == "warm":
-            load_pass(mp, order, pid)
+            load_pass(samples, pid)
         # --gil: only samples that run Python, as py-spy takes a thread waiting in trio's epoll
         # or thread cache for a busy one. --nonblocking: pausing the daemon at each sample
         # would slow the very thing measured.
         with common.sampling(pid, out, "--function", "--gil", "--nonblocking", "--rate", "250"):
-            load_pass(mp, order, pid)
+            load_pass(samples, pid)
     return top_frames(out.read_text())
 
 
@@ -181,15 +217,22 @@ def top_frames(raw: str) -> list[list[object]]:
             for frame, n, _ in frames.top(TOP_FRAMES)]
 
 
-def _paired(samples: dict[str, list[dict[str, float]]], mode: str) -> tuple[float, float, float]:
-    """Median, least and greatest of vgfs's samples/s over the extracted files', run by run."""
-    return common.ratios([e["seconds"] for e in samples[f"{mode} extracted"]],
-                         [v["seconds"] for v in samples[f"{mode} vgfs"]])
+def _paired(samples: dict[str, list[dict[str, float]]], mode: str, system: str,
+            anchor: str = "extracted") -> tuple[float, float, float]:
+    """Median, least and greatest of `system`'s samples/s over `anchor`'s, run by run."""
+    return common.ratios([a["seconds"] for a in samples[f"{mode} {anchor}"]],
+                         [v["seconds"] for v in samples[f"{mode} {system}"]])
+
+
+# The ratios reported, each with its target: (system, anchor, target).
+RATIOS = (("vgfs", "extracted", TARGET), ("vgfs.torch", "extracted", TARGET),
+          ("vgfs.torch", "vgfs", TORCH_TARGET))
 
 
 def report(samples: dict[str, list[dict[str, float]]], n: int, images: int, jpeg_mb: float,
            runs: int, profiles: dict[str, list[list[object]]]) -> tuple[str, Figure]:
-    rows, ratio_rows, targets, ratios = [], [], [], []
+    rows, ratio_rows, targets = [], [], []
+    over_extracted: dict[str, list[float]] = {}
     for mode in MODES:
         for system in SYSTEMS:
             figures = samples[f"{mode} {system}"]
@@ -198,27 +241,33 @@ def report(samples: dict[str, list[dict[str, float]]], n: int, images: int, jpeg
                       for k in ("cpu", "daemon_cpu")}
             rows.append([mode, system, s, n / s, jpeg_mb / s, cpu_ms["cpu"],
                          cpu_ms["daemon_cpu"] if system == "vgfs" else "–"])
-        ratio, low, high = _paired(samples, mode)
-        ratios.append(ratio)
-        ratio_rows.append([mode, rows[-2][3], rows[-1][3], f"{ratio:.2f} ({low:.2f}–{high:.2f})"])
-        targets.append([f"{mode}: vgfs/extracted ≥ {TARGET}", f"{ratio:.2f}×",
-                        common.verdict(ratio >= TARGET)])
+        cells = [mode]
+        for system, anchor, target in RATIOS:
+            ratio, low, high = _paired(samples, mode, system, anchor)
+            if anchor == "extracted":
+                over_extracted.setdefault(system, []).append(ratio)
+            cells.append(f"{ratio:.2f} ({low:.2f}–{high:.2f})")
+            targets.append([f"{mode}: {system}/{anchor} ≥ {target}", f"{ratio:.2f}×",
+                            common.verdict(ratio >= target)])
+        ratio_rows.append(cells)
     parts = [
         "# DataLoader benchmark",
         common.environment(),
         f"A training input pipeline ({engine()}, {WORKERS} worker processes, batches of"
         f" {BATCH}): {n:,} samples of a {images:,}-image synthetic release with real-size JPEGs"
-        f" ({jpeg_mb:,.0f} MB), in one random order; each sample reads `image.jpg`, decodes it"
-        f" with Pillow and resizes it to {SIZE[0]}×{SIZE[1]}, and parses `graph.json`. vgfs: a"
-        " mount of the dataset; extracted: the same files copied onto local disk. Medians of"
-        f" {runs} interleaved runs. Cold: fresh mount, caches dropped. Warm: second pass. CPU:"
-        " milliseconds per sample, of the loader (its workers included) and of the vgfs daemon.",
+        f" ({jpeg_mb:,.0f} MB), in one random order; each sample reads the image's JPEG,"
+        f" decodes it with Pillow and resizes it to {SIZE[0]}×{SIZE[1]}, and parses its"
+        " `graph.json`. vgfs: a mount of the dataset; vgfs.torch: `vgfs.torch.VisualGenome` over"
+        " the dataset folder, without a mount; extracted: the same files copied onto local"
+        f" disk. Medians of {runs} interleaved runs. Cold: fresh mount, caches dropped. Warm:"
+        " second pass. CPU: milliseconds per sample, of the loader (its workers included) and"
+        " of the vgfs daemon.",
         common.table(["mode", "system", "median s", "samples/s", "JPEG MB/s",
                       "loader CPU ms/sample", "vgfs daemon CPU ms/sample"], rows),
-        "Throughput ratio, vgfs over the extracted files: the median of the runs' ratios, each"
-        " taken within one run (range in brackets):",
-        common.table(["mode", "vgfs samples/s", "extracted samples/s", "vgfs/extracted"],
-                      ratio_rows),
+        "Throughput ratios: the median of the runs' ratios, each taken within one run (range in"
+        " brackets):",
+        common.table(["mode"] + [f"{system}/{anchor}" for system, anchor, _ in RATIOS],
+                     ratio_rows),
         "Targets:",
         common.table(["target", "measured", "verdict"], targets),
     ]
@@ -227,19 +276,19 @@ def report(samples: dict[str, list[dict[str, float]]], n: int, images: int, jpeg
                   " function, samples holding the GIL): the top frames by samples of their own,"
                   " in % of all:",
                   common.table(["frame", "own %", "inclusive %"], frames)]
-    return "\n\n".join(parts) + "\n", _plot(rows, ratios)
+    return "\n\n".join(parts) + "\n", _plot(rows, over_extracted)
 
 
-def _plot(rows: list[list], ratios: list[float]) -> Figure:
-    fig, (left, right) = common.subplots(1, 2, figsize=(10, 4))
+def _plot(rows: list[list], over_extracted: dict[str, list[float]]) -> Figure:
+    fig, (left, right) = common.subplots(1, 2, figsize=(11, 4))
     xs = range(len(MODES))
-    width = 0.38
+    width = 0.27
     for i, system in enumerate(SYSTEMS):
         mine = [r for r in rows if r[1] == system]
-        offsets = [x + (i - 0.5) * width for x in xs]
+        offsets = [x + (i - 1) * width for x in xs]
         bars = left.bar(offsets, [r[3] for r in mine], width, label=system, color=f"C{i}")
-        if system == "vgfs":
-            left.bar_label(bars, [f"{r:.2f}×" for r in ratios])
+        if system in over_extracted:
+            left.bar_label(bars, [f"{r:.2f}×" for r in over_extracted[system]])
         right.bar(offsets, [r[5] for r in mine], width, label=f"{system}: loader", color=f"C{i}")
         if system == "vgfs":
             right.bar(offsets, [r[6] for r in mine], width, bottom=[r[5] for r in mine],
@@ -249,7 +298,7 @@ def _plot(rows: list[list], ratios: list[float]) -> Figure:
         ax.margins(y=0.35)
         ax.legend(loc="upper left", ncols=2, fontsize="small")
     left.set_ylabel("samples/s")
-    left.set_title(f"Input pipeline, {WORKERS} workers (vgfs/extracted over its bars)")
+    left.set_title(f"Input pipeline, {WORKERS} workers (÷ extracted over the bars)")
     right.set_ylabel("CPU ms per sample")
     right.set_title("Where the CPU goes")
     return fig
@@ -270,7 +319,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(dir=common.DATA, prefix="mnt-") as tmp:
         samples = bench(dataset, extracted, order, args.runs, Path(tmp))
         for mode in MODES:
-            if _paired(samples, mode)[0] < TARGET:
+            if _paired(samples, mode, "vgfs")[0] < TARGET:
                 common.log(f"vgfs misses the {mode} target: profiling one more pass")
                 profiles[mode] = profile(dataset, order, mode, Path(tmp))
     md, fig = report(samples, len(order), images, jpeg_mb, args.runs, profiles)

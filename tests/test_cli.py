@@ -53,6 +53,17 @@ def test_build_quiet_keeps_only_warnings(tmp_path: Path) -> None:
     assert [line for line in r.stderr.splitlines() if not line.startswith("warning: ")] == []
 
 
+def test_mksquashfs_shows_progress_like_the_other_phases(tmp_path: Path) -> None:
+    """Into a pipe, the packing phase ends in the same progress line as the others, with the
+    count read off mksquashfs's own bar (the excerpts' 4 JPEGs)."""
+    r = vgfs("build", str(RELEASE), "-o", str(tmp_path / "dataset"), timeout=120)
+    lines = [line for line in r.stderr.splitlines() if line.startswith("packing JPEGs")]
+    assert len(lines) == 1 and re.fullmatch(
+        r"packing JPEGs into images\.sqfs \(mksquashfs\): 4\.0/4\.0 file \(100%\),"
+        r" [\d.]+ file/s, \d+ s", lines[0]), r.stderr
+    assert "\r" not in r.stderr and "[====" not in r.stderr  # none of mksquashfs's own bar
+
+
 @pytest.mark.parametrize("command", ["verify", "sample"])
 def test_quiet_is_silent(command: str, real_dataset: Path, tmp_path: Path) -> None:
     """Without --quiet, at least the closing progress line goes to stderr; with it, nothing."""

@@ -13,10 +13,10 @@ import ctypes
 import functools
 import hashlib
 import os
+import re
 import shutil
 import signal
 import subprocess
-import sys
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -176,24 +176,41 @@ def _extract_zip(zpath: Path, stage: Path, show: bool) -> list[Path]:
     return list(made.values())
 
 
+# mksquashfs's own bar, which it draws even into a pipe: "\r[===   /] 1234/5678  21%".
+_MKSQUASHFS_BAR = re.compile(rb"\] +(\d+)/(\d+) +\d+%")
+
+
 def _mksquashfs(folders: list[Path], image: Path, show: bool) -> None:
+    """Run mksquashfs, its progress shown the way the build's other phases show theirs (read
+    off the bar it draws), and its last other line given if it fails."""
     if shutil.which("mksquashfs") is None:
         raise VGFSError("mksquashfs: not found; install squashfs-tools")
-    tty = show and sys.stderr.isatty()
     # One source folder would have its files at the image's top: keep it a folder, so that the
     # top-level names always say each file's JPEG folder.
     keep = ["-keep-as-directory"] if len(folders) == 1 else []
     cmd = ["mksquashfs", *map(str, folders), str(image), *MKSQUASHFS_OPTS, *keep]
-    if not tty:
-        cmd.append("-no-progress")
-    if show:
-        print(f"packing JPEGs into {image.name} with mksquashfs", file=sys.stderr, flush=True)
-    proc = subprocess.run(cmd, stdout=sys.stderr if tty else subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True,
-                          preexec_fn=functools.partial(_die_with, os.getpid()))
-    if proc.returncode != 0:
-        lines = proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"]
-        raise VGFSError(f"{image}: mksquashfs failed: {lines[-1]}")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            preexec_fn=functools.partial(_die_with, os.getpid()))
+    said = pending = b""  # its last line that is not the bar, and a line not yet ended
+    try:
+        with progress(f"packing JPEGs into {image.name} (mksquashfs)", None, "file",
+                      show) as bar:
+            while chunk := proc.stdout.read1(65536):
+                *lines, pending = re.split(rb"[\r\n]", pending + chunk)
+                for line in lines:
+                    match = _MKSQUASHFS_BAR.search(line)
+                    if match is None:
+                        said = line.strip() or said
+                        continue
+                    done, bar.total = int(match[1]), int(match[2])
+                    bar.update(done - bar.n)
+    except BaseException:  # the build is failing (a signal, an interrupt): so does mksquashfs
+        proc.kill()
+        proc.wait()
+        raise
+    if proc.wait() != 0:
+        last = said.decode(errors="replace") or f"exit status {proc.returncode}"
+        raise VGFSError(f"{image}: mksquashfs failed: {last}")
 
 
 def _die_with(parent: int) -> None:
