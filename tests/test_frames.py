@@ -18,7 +18,7 @@ from vgfs.cache import LRUCache
 from vgfs.contents import Contents
 from vgfs.dataset import Dataset, open_dataset
 from vgfs.errors import VGFSError
-from vgfs.frames import Frames, compressor
+from vgfs.frames import NOWAIT_FRAMES, Frames, WouldBlock, compressor
 from vgfs.layout import FRAME, FRAME_AT, FRAME_KEY, FRAMES_FILE, frame_key
 from vgfs.tree import IMAGES, Tree
 
@@ -79,6 +79,20 @@ def test_a_range_inside_one_frame_reads_only_that_frame() -> None:
     assert gets == [frame_key(0, 2), frame_key(0, 0), frame_key(0, 1)]
     assert frames.range(0, 5, 0) == b"" and frames.range(0, 5, -1) == b""
     assert len(gets) == 3
+
+
+def test_the_event_loop_leaves_reads_of_many_frames_to_the_threads() -> None:
+    """In nowait mode (the event loop), a range of up to NOWAIT_FRAMES frames is served, a
+    longer one (a whole file read a megabyte at a time) raises WouldBlock before any work, for
+    a worker thread to decompress; outside it, the same range reads."""
+    gets: list[bytes] = []
+    frames = _reader(_frames_of(DATA), gets)
+    with frames.nowait():
+        assert bytes(frames.range(0, FRAME - 3, 6)) == DATA[FRAME - 3:FRAME + 3]
+        with pytest.raises(WouldBlock):
+            frames.range(0, 0, NOWAIT_FRAMES * FRAME + 1)
+    assert gets == [frame_key(0, 0), frame_key(0, 1)]
+    assert bytes(frames.range(0, 0, len(DATA))) == DATA
 
 
 def test_decompressed_frames_are_kept_in_the_lru() -> None:

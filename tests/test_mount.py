@@ -446,6 +446,18 @@ def test_pretty_and_owner_options(real_dataset: Path, tmp_path: Path, sources: d
         assert (mp / "objects.json").read_bytes() == (RELEASE / "objects.json").read_bytes()
 
 
+@pytest.mark.parametrize("option, kb", [("", 4096), ("readahead_kb=512", 512)])
+def test_readahead_window(real_dataset: Path, tmp_path: Path, option: str, kb: int) -> None:
+    """As root, the mount's own readahead window (its bdi in sysfs) is set once it answers,
+    before it reports ready: the kernel's 128 KiB would cost a request per 128 KiB of a whole
+    file."""
+    assert os.geteuid() == 0, "the suite runs as root (CI does)"
+    with mounted(real_dataset, tmp_path / "mp", *filter(None, [option])) as mp:
+        device = f"{os.major(mp.stat().st_dev)}:{os.minor(mp.stat().st_dev)}"
+        assert Path(f"/sys/class/bdi/{device}/read_ahead_kb").read_text() == f"{kb}\n"
+        assert (mp / "objects.json").read_bytes() == (RELEASE / "objects.json").read_bytes()
+
+
 def test_sigterm_unmounts_and_umount_cleans_up_after_sigkill(real_dataset: Path,
                                                              tmp_path: Path) -> None:
     mp = tmp_path / "mp"

@@ -91,7 +91,8 @@ def test_unknown_option_names_the_known_ones() -> None:
         parse_options(["ro,fsname=x"])
     assert str(exc.value) == ("-o fsname=x: unknown option (known: cache_size=, pretty,"
                               " list_views, uid=, gid=, umask=, allow_other, allow_root,"
-                              " threads=, metrics_file=, metrics_interval=, log_file=)")
+                              " threads=, readahead_kb=, metrics_file=, metrics_interval=,"
+                              " log_file=)")
     assert set(OPTIONS) <= set(vars(MountOptions()))  # every option sets a field of its name
 
 

@@ -166,8 +166,9 @@ class Dataset:
 
     def _check_size(self) -> None:
         """data.mdb must still hold every page LMDB may touch (one fstat, under 1 µs)."""
-        check_size(self.path / "annotations.lmdb" / "data.mdb", os.fstat(self._data_fd).st_size,
-                   self._needs)
+        size = os.fstat(self._data_fd).st_size
+        if size < self._needs:
+            check_size(self.path / "annotations.lmdb" / "data.mdb", size, self._needs)
 
     def check_pages(self, names: tuple[str, ...] = DB_NAMES) -> dict[str, str]:
         """Check every page of these databases, each once per open (pages.py); returns the

@@ -30,7 +30,11 @@ def compressor() -> zstandard.ZstdCompressor:
 
 
 class WouldBlock(Exception):
-    """A read in `Frames.nowait` mode needs storage: serve it again from a worker thread."""
+    """A read in `Frames.nowait` mode needs storage, or more decompression than the event loop
+    should do: serve it again from a worker thread."""
+
+
+NOWAIT_FRAMES = 2  # a per-image entry spans at most 2; a whole file's megabyte, 16
 
 
 class Frames:
@@ -50,6 +54,8 @@ class Frames:
         if size <= 0:
             return b""
         first, last = off // FRAME, (off + size - 1) // FRAME
+        if last - first >= NOWAIT_FRAMES and getattr(self._local, "nowait", False):
+            raise WouldBlock
         start = off - first * FRAME
         if first == last:
             return memoryview(self._frame(file_no, first))[start:start + size]
@@ -79,7 +85,10 @@ class Frames:
 
     @contextmanager
     def nowait(self) -> Iterator[None]:
-        """Within: no read waits for storage (this thread only)."""
+        """Within: no read waits for storage, nor spans more than NOWAIT_FRAMES frames (this
+        thread only). The event loop serves a per-image file inline; a read of a whole file's
+        megabyte goes to the worker threads, which decompress on every core at once (zstd lets
+        go of the GIL)."""
         self._local.nowait = True
         try:
             yield

@@ -43,6 +43,7 @@ class MountOptions:
     allow_other: bool = False
     allow_root: bool = False
     threads: int = 16
+    readahead_kb: int = 4096  # the mount's readahead window (mount._set_readahead), as root
     metrics_file: str | None = None
     metrics_interval: float = DEFAULT_METRICS_INTERVAL
     log_file: str | None = None
@@ -104,6 +105,7 @@ OPTIONS: dict[str, Callable[[str], object]] = {
     "allow_other": _flag,
     "allow_root": _flag,
     "threads": lambda value: max(1, int(value)),
+    "readahead_kb": lambda value: max(4, int(value)),
     "metrics_file": metrics_path,
     "metrics_interval": float,
     "log_file": lambda value: _path(value, "log_file"),
