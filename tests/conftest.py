@@ -375,6 +375,21 @@ def real_mount(tmp_path_factory: pytest.TempPathFactory, real_dataset: Path) -> 
 
 
 @pytest.fixture(scope="session")
+def no_scene_graphs(tmp_path_factory: pytest.TempPathFactory, release: Path
+                    ) -> Iterator[Dataset]:
+    """The excerpts' annotation files without scene_graphs.json (nor JPEGs), built and opened
+    once: its graph.json files are composed."""
+    root = tmp_path_factory.mktemp("composed")
+    (root / "release").mkdir()
+    for path in release.glob("*.json"):
+        if path.name != "scene_graphs.json":
+            shutil.copy(path, root / "release")
+    build(root / "release", root / "dataset", show_progress=False)
+    with open_dataset(root / "dataset") as ds:
+        yield ds
+
+
+@pytest.fixture(scope="session")
 def synthetic_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A synthetic release of 300 images, built once for the session."""
     from vgfs.sample import write_sample
@@ -404,13 +419,17 @@ def synthetic_mount(tmp_path_factory: pytest.TempPathFactory,
         yield mp
 
 
-@pytest.fixture
-def release_copy(tmp_path: Path, release: Path) -> Path:
-    """A writable copy of the real excerpts, for tests that break or swap files."""
-    dst = tmp_path / "release"
-    shutil.copytree(release, dst)
+def writable_copy(src: Path, dst: Path) -> Path:
+    """A copy of `src` at `dst` that tests may change (the excerpts may be read-only)."""
+    shutil.copytree(src, dst)
     for root, dirs, files in os.walk(dst):
         for name in dirs + files:
             os.chmod(os.path.join(root, name), 0o755 if name in dirs else 0o644)
     os.chmod(dst, 0o755)
     return dst
+
+
+@pytest.fixture
+def release_copy(tmp_path: Path, release: Path) -> Path:
+    """A writable copy of the real excerpts, for tests that break or swap files."""
+    return writable_copy(release, tmp_path / "release")

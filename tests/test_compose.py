@@ -13,10 +13,9 @@ import pytest
 
 from tests.conftest import entries_by_id
 from vgfs import compose
-from vgfs.build import build
 from vgfs.cache import LRUCache
 from vgfs.contents import Contents
-from vgfs.dataset import Dataset, open_dataset
+from vgfs.dataset import Dataset
 from vgfs.tree import BY_ID, Tree
 
 
@@ -159,19 +158,6 @@ def test_by_id_without_an_attributes_entry_is_the_graph() -> None:
     assert compose.by_id(_b(sg), None, 17) == _b(sg)
     got = json.loads(compose.by_id(_b(sg), _b({"image_id": 2}), 17))
     assert got == {**sg, "attributes": []}
-
-
-@pytest.fixture(scope="module")
-def no_scene_graphs(tmp_path_factory: pytest.TempPathFactory, release: Path) -> Dataset:
-    """The excerpts' annotation files without scene_graphs.json (and without JPEGs)."""
-    root = tmp_path_factory.mktemp("composed")
-    (root / "release").mkdir()
-    for path in release.glob("*.json"):
-        if path.name != "scene_graphs.json":
-            shutil.copy(path, root / "release")
-    build(root / "release", root / "dataset", show_progress=False)
-    with open_dataset(root / "dataset") as ds:
-        yield ds
 
 
 def test_composed_graph_holds_what_the_sources_hold(no_scene_graphs: Dataset,

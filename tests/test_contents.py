@@ -258,17 +258,9 @@ def test_indented_non_ascii_entries_are_served_as_released(indented: Path) -> No
 
 
 @pytest.fixture(scope="module")
-def composed(tmp_path_factory: pytest.TempPathFactory,
-             release: Path) -> Iterator[tuple[Dataset, Tree]]:
-    """The excerpts' annotation files without scene_graphs.json."""
-    root = tmp_path_factory.mktemp("composed")
-    (root / "release").mkdir()
-    for path in release.glob("*.json"):
-        if path.name != "scene_graphs.json":
-            shutil.copy(path, root / "release")
-    build(root / "release", root / "dataset", show_progress=False)
-    with open_dataset(root / "dataset") as ds:
-        yield ds, Tree(ds)
+def composed(no_scene_graphs: Dataset) -> tuple[Dataset, Tree]:
+    """The excerpts' annotation files without scene_graphs.json, and their tree."""
+    return no_scene_graphs, Tree(no_scene_graphs)
 
 
 @pytest.fixture(scope="module")

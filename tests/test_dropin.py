@@ -20,6 +20,7 @@ import stat
 import subprocess
 import zipfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -27,7 +28,7 @@ import pytest
 from visual_genome import local
 
 from tests import programs
-from tests.conftest import RELEASE, mounted, vgfs
+from tests.conftest import RELEASE, mounted, vgfs, writable_copy
 
 JPEG_DIRS = ("VG_100K", "VG_100K_2")
 FRAME = 64 << 10  # input bytes of one stored frame (DESIGN §2.2): reads across them matter
@@ -45,15 +46,6 @@ SPLIT_IDS = (1, 2, 4, 5)  # the excerpts' images that have a JPEG
 def is_mount_made(name: str) -> bool:
     """A top-level name that the mount adds to the release folder (DESIGN §2.3)."""
     return name in ("README.txt", "images", "by-id", ".vgfs-stats") or name.startswith("by-")
-
-
-def writable_copy(src: Path, dst: Path) -> Path:
-    shutil.copytree(src, dst)
-    for root, dirs, files in os.walk(dst):
-        for name in dirs + files:
-            os.chmod(os.path.join(root, name), 0o755 if name in dirs else 0o644)
-    os.chmod(dst, 0o755)
-    return dst
 
 
 def make_site_release(dst: Path) -> Path:
@@ -154,6 +146,13 @@ def build(release: Path, out: Path, *args: str) -> Built:
     """`vgfs build`, the real command line."""
     proc = vgfs("build", str(release), "-o", str(out), *args, timeout=300)
     return Built(out, proc.stderr)
+
+
+@contextmanager
+def build_and_mount(release: Path, mountpoint: Path, *args: str) -> Iterator[Path]:
+    """`vgfs build` into a dataset beside `release`, mounted at `mountpoint` until the end."""
+    with mounted(build(release, release.parent / "dataset", *args).dataset, mountpoint) as mp:
+        yield mp
 
 
 # --- the site's release folder, as it is ------------------------------------------------------
@@ -354,8 +353,7 @@ def sample_release(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def sample_mount(tmp_path_factory: pytest.TempPathFactory, sample_release: Path) -> Iterator[Path]:
-    built = build(sample_release, sample_release.parent / "dataset")
-    with mounted(built.dataset, tmp_path_factory.mktemp("mnt") / "sample") as mp:
+    with build_and_mount(sample_release, tmp_path_factory.mktemp("mnt") / "sample") as mp:
         yield mp
 
 
@@ -524,8 +522,7 @@ def zipped(tmp_path_factory: pytest.TempPathFactory, site: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def zipped_mount(tmp_path_factory: pytest.TempPathFactory, zipped: Path) -> Iterator[Path]:
-    built = build(zipped, zipped.parent / "dataset")
-    with mounted(built.dataset, tmp_path_factory.mktemp("mnt") / "zipped") as mp:
+    with build_and_mount(zipped, tmp_path_factory.mktemp("mnt") / "zipped") as mp:
         yield mp
 
 
@@ -539,8 +536,8 @@ def sqfs_mount(tmp_path_factory: pytest.TempPathFactory, site: Path) -> Iterator
     image = root / "site-images.sqfs"
     subprocess.run(["mksquashfs", *(str(site / d) for d in JPEG_DIRS), str(image), "-noappend",
                     "-quiet", "-no-progress"], check=True, stdout=subprocess.DEVNULL, timeout=120)
-    built = build(rel, root / "dataset", "--images", str(image))
-    with mounted(built.dataset, tmp_path_factory.mktemp("mnt") / "sqfs") as mp:
+    with build_and_mount(rel, tmp_path_factory.mktemp("mnt") / "sqfs", "--images",
+                         str(image)) as mp:
         yield mp
 
 
@@ -567,8 +564,7 @@ def two_thumbs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path,
     rel = writable_copy(RELEASE, root / "release")
     for folder in JPEG_DIRS:
         (rel / folder / "Thumbs.db").write_bytes(THUMBS_DB + folder.encode())
-    built = build(rel, root / "dataset")
-    with mounted(built.dataset, tmp_path_factory.mktemp("mnt") / "thumbs") as mp:
+    with build_and_mount(rel, tmp_path_factory.mktemp("mnt") / "thumbs") as mp:
         yield rel, mp
 
 
