@@ -34,16 +34,16 @@ def work(ds: Dataset) -> int:
 def _problems(ds: Dataset, progress: Callable[[int], object]) -> Iterator[str]:
     sources = ds.manifest.get("sources", {})
     for path, (file_no, size) in sorted(ds.files.items()):
-        digest, damaged = hashlib.sha256(), False
+        digest, whole = hashlib.sha256(), True
         for off in range(0, size, FRAME):  # on past a damaged frame, to report the others
             try:
                 digest.update(ds.range(file_no, off, min(FRAME, size - off)))
             except VGFSError as e:
                 yield str(e)
-                damaged = True
+                whole = False
             progress(1)
         want = sources.get(path, {}).get("sha256")
-        if not damaged and want is not None and digest.hexdigest() != want:
+        if whole and want is not None and digest.hexdigest() != want:
             yield f"{path}: does not match the manifest's sha256"
     damaged = ds.check_pages()  # before any cursor walks them
     yield from damaged.values()
