@@ -126,7 +126,8 @@ def test_root_is_the_release_folder(real_mount: Path) -> None:
 
 def test_jpeg_folders(real_mount: Path) -> None:
     """VG_100K/ holds every JPEG of both parts, VG_100K_2/ the second part only (the excerpts:
-    1.jpg); each JPEG is one inode under all its names, images/<id>/image.jpg included."""
+    1.jpg); each JPEG is one inode under all its names, images/<id>/image.jpg included, and
+    its link count is the number of those names: `du` counts it once."""
     assert sorted(os.listdir(real_mount / "VG_100K"), key=lambda n: int(n[:-4])) == [
         f"{i}.jpg" for i in sorted(JPEGS)]
     assert os.listdir(real_mount / "VG_100K_2") == ["1.jpg"]
@@ -137,12 +138,17 @@ def test_jpeg_folders(real_mount: Path) -> None:
             names.append(real_mount / rel)
         inodes = {p.stat().st_ino for p in names}
         assert len(inodes) == 1, (image_id, names)
+        assert {p.stat().st_nlink for p in names} == {len(names)}, (image_id, names)
         release_jpeg = (RELEASE / rel).read_bytes()
         for p in names:
             assert p.stat().st_size == len(release_jpeg)
             assert p.read_bytes() == release_jpeg
     for missing in ("VG_100K/3.jpg", "VG_100K_2/2.jpg", "VG_100K/01.jpg", "VG_100K_2/3.jpg"):
         assert not (real_mount / missing).exists(), missing
+    du = subprocess.run(["du", "-a", "VG_100K", "VG_100K_2", "images"], cwd=real_mount,
+                        capture_output=True, text=True, check=True).stdout
+    counted = [line.split("\t")[1] for line in du.splitlines() if line.endswith(".jpg")]
+    assert len(counted) == len(JPEGS), counted  # each JPEG once, under the first name met
 
 
 def _extra_files(release: Path) -> dict[str, bytes]:

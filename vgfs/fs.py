@@ -90,6 +90,9 @@ class Operations(pyfuse3.Operations):
         self._attrs = {t: (image_dir_attr, True) if t is NodeType.IMAGE_DIR
                        else (dir_attr, True) if t in DIRS
                        else (link_attr if t in LINKS else file_attr, False) for t in NodeType}
+        # A JPEG is one inode under two or three names: images/<id>/image.jpg, VG_100K/ and,
+        # for the second part, VG_100K_2/. Its link count says so, and `du` counts it once.
+        self._attrs[NodeType.JPEG] = (self._template(self.file_mode, 2), False)
 
     # --- attributes ----------------------------------------------------------------------
 
@@ -117,6 +120,8 @@ class Operations(pyfuse3.Operations):
             attr = self._template(self.file_mode, 1)
             attr.entry_timeout = attr.attr_timeout = 0
             size = node.size
+        if node.type is NodeType.JPEG:
+            attr.st_nlink = 2 + self.tree.ds.in_part2(node.image_id)
         attr.st_ino = node.ino
         attr.st_size = size
         attr.st_blocks = (size + 511) // 512
