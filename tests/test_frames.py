@@ -83,10 +83,12 @@ def test_a_range_inside_one_frame_reads_only_that_frame() -> None:
 
 def test_the_event_loop_leaves_reads_of_many_frames_to_the_threads() -> None:
     """In nowait mode (the event loop), a range of up to NOWAIT_FRAMES frames is served, a
-    longer one (a whole file read a megabyte at a time) raises WouldBlock before any work, for
-    a worker thread to decompress; outside it, the same range reads."""
+    longer one (a whole file read a megabyte at a time) raises WouldBlock before any work, even
+    with most of its frames in the LRU, for a worker thread to decompress; outside it, the same
+    range reads."""
     gets: list[bytes] = []
     frames = _reader(_frames_of(DATA), gets)
+    assert bytes(frames.range(0, FRAME - 3, 6)) == DATA[FRAME - 3:FRAME + 3]  # into the LRU
     with frames.nowait():
         assert bytes(frames.range(0, FRAME - 3, 6)) == DATA[FRAME - 3:FRAME + 3]
         with pytest.raises(WouldBlock):
