@@ -18,6 +18,7 @@ import io
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import threading
@@ -125,6 +126,37 @@ def _zip_jpegs(member_dir: str) -> Callable[[Path], None]:
     return breaker
 
 
+def _damage_member(zpath: Path, member: str, how: str) -> None:
+    """Damage one deflated member of a zip in place: "data" flips a byte in the middle of its
+    compressed bytes, "crc" changes the CRC-32 its two headers record (the data inflates)."""
+    with zipfile.ZipFile(zpath) as zf:
+        info = zf.getinfo(member)
+    raw = bytearray(zpath.read_bytes())
+    name_len, extra_len = struct.unpack_from("<HH", raw, info.header_offset + 26)
+    data = info.header_offset + 30 + name_len + extra_len
+    if how == "data":
+        raw[data + info.compress_size // 2] ^= 0xFF
+    else:
+        bad = struct.pack("<I", info.CRC ^ 1)
+        raw[info.header_offset + 14:info.header_offset + 18] = bad  # the local header
+        central = raw.index(b"PK\x01\x02")
+        while raw[central + 46:central + 46 + len(member)] != member.encode():
+            central = raw.index(b"PK\x01\x02", central + 4)
+        raw[central + 16:central + 20] = bad  # the central directory's
+    zpath.write_bytes(bytes(raw))
+
+
+def _damaged_zip_json(rel: Path) -> None:
+    _zip(rel, "objects.json.zip", {"objects.json": (rel / "objects.json").read_bytes()},
+         remove="objects.json")
+    _damage_member(rel / "objects.json.zip", "objects.json", "data")
+
+
+def _bad_crc_zip_jpeg(rel: Path) -> None:
+    _zip_jpegs("VG_100K/")(rel)
+    _damage_member(rel / "images.zip", "VG_100K/2.jpg", "crc")
+
+
 def _json_bomb(rel: Path) -> None:
     raw = (rel / "objects.json").read_bytes()
     buf = io.BytesIO()
@@ -182,6 +214,8 @@ CASES: dict[str, tuple[Callable[[Path], None], str | None]] = {
     "zip-json-absolute": (_zip_json("/tmp/objects.json"), OK),
     "zip-jpeg-dotdot": (_zip_jpegs("../../escaped/"), OK),
     "zip-jpeg-absolute": (_zip_jpegs("/tmp/escaped/"), OK),
+    "zip-json-bad-data": (_damaged_zip_json, "objects.json.zip"),
+    "zip-jpeg-bad-crc": (_bad_crc_zip_jpeg, "images.zip"),
     "zip-bomb-json": (_json_bomb, "objects.json.zip"),
     "zip-bomb-jpeg": (_jpeg_bomb, "images.zip"),
     "symlink-outside": (_symlink_out, OK),
