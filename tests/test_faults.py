@@ -26,6 +26,7 @@ from tests.conftest import (
     drop_cache,
     entry_bytes,
     entry_spans,
+    flip_byte,
     force_unmount,
     gone,
     mounted,
@@ -180,6 +181,23 @@ def test_garbage_in_one_region(dataset: Path, jpeg_sums: dict, graphs: dict,
             f.write(good)
         drop_cache(sqfs)
         check_others(mp, jpeg_sums, graphs, skip=set())
+
+
+def test_a_jpeg_damaged_after_its_first_read_is_caught(dataset: Path, jpeg_sums: dict,
+                                                       tmp_path: Path) -> None:
+    """With no cache (cache_size=0), a JPEG read good once, then changed on the device, is EIO
+    at every later read from storage, never its new bytes: the CRC-32 is checked on every
+    fetch, not only the first."""
+    sqfs = dataset / "images.sqfs"
+    victim, (off, size) = list(jpeg_extents(dataset).items())[2]
+    path = tmp_path / "mp" / "images" / str(victim) / "image.jpg"
+    with foreground(dataset, tmp_path / "mp", "cache_size=0"):
+        assert hashlib.sha256(read(path)).hexdigest() == jpeg_sums[victim]
+        flip_byte(sqfs, off + size // 2)
+        for _ in range(3):
+            # Both page caches: images.sqfs's, and the mount's own of the file (keep_cache).
+            Path("/proc/sys/vm/drop_caches").write_text("3\n")
+            assert read(path) == errno.EIO
 
 
 def test_unlinked_or_replaced_image_keeps_serving(dataset: Path, jpeg_sums: dict, graphs: dict,
