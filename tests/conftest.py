@@ -24,6 +24,7 @@ from vgfs.build import build
 from vgfs.dataset import Dataset, open_dataset
 from vgfs.layout import FRAME, FRAME_AT, FRAMES_FILE, ID, KINDS, MAX_DBS, frame_key
 from vgfs.mount import mounted_fs
+from vgfs.pages import DB, HEADER, NODE, P_BRANCH, P_LEAF
 from vgfs.schema import PER_IMAGE
 from vgfs.tree import ROOT, Node, Tree
 
@@ -147,22 +148,15 @@ def damage_record(dataset: Path, kind: str, image_id: int) -> tuple[int, int]:
     return damage_frame(dataset, source, (offset + length // 2) // FRAME)
 
 
-# LMDB's page layout (mdb.c): a page header is pgno (8), pad (2), flags (2), lower
-# (2), upper (2), then the nodes' offsets; a node is lo, hi, flags, key size (2 each) and its
-# key. A named database's record in the main one ends with its root page number.
-_PAGE = struct.Struct("<QHHHH")
-_NODE = struct.Struct("<HHHH")
-_BRANCH, _LEAF = 0x01, 0x02
-
-
 def damage_leaf_page(dataset: Path, db: str, which: int) -> list[int]:
     """Clear the type flags of leaf page `which` (in key order) of the image-keyed database
     `db`, as a bad sector or a stray write would; returns the image ids whose records it holds.
-    LMDB then gives MDB_CORRUPTED for the reads that reach that page."""
+    LMDB then gives MDB_CORRUPTED for the reads that reach that page. The page layout is
+    pages.py's; the walk to the page is this helper's own, not the code under test."""
     path = dataset / "annotations.lmdb"
     env = lmdb.open(str(path), readonly=True, lock=False, max_dbs=MAX_DBS)
     with env.begin() as txn:
-        root = struct.unpack_from("<Q", txn.get(db.encode()), 40)[0]
+        root = DB.unpack(txn.get(db.encode()))[-1]
     psize = env.stat()["psize"]
     env.close()
     data = (path / "data.mdb").read_bytes()
@@ -170,14 +164,14 @@ def damage_leaf_page(dataset: Path, db: str, which: int) -> list[int]:
     while todo:
         pgno = todo.pop(0)
         page = data[pgno * psize:(pgno + 1) * psize]
-        _, _, flags, lower, _ = _PAGE.unpack_from(page)
-        nodes = [_NODE.unpack_from(page, o) + (o,)
-                 for o in struct.unpack_from(f"<{(lower - _PAGE.size) // 2}H", page, _PAGE.size)]
-        if flags & _BRANCH:  # a branch node's lo, hi and flags are its child's page number
+        _, _, flags, lower, _ = HEADER.unpack_from(page)
+        nodes = [NODE.unpack_from(page, o) + (o,)
+                 for o in struct.unpack_from(f"<{(lower - HEADER.size) // 2}H", page, HEADER.size)]
+        if flags & P_BRANCH:  # a branch node's lo, hi and flags are its child's page number
             todo += [lo | hi << 16 | nflags << 32 for lo, hi, nflags, _, _ in nodes]
         else:
-            assert flags & _LEAF, f"page {pgno} of {db} is neither a branch nor a leaf"
-            ids = [ID.unpack_from(page, o + _NODE.size)[0] for _, _, _, _, o in nodes]
+            assert flags & P_LEAF, f"page {pgno} of {db} is neither a branch nor a leaf"
+            ids = [ID.unpack_from(page, o + NODE.size)[0] for _, _, _, _, o in nodes]
             leaves.append((pgno, ids))
     pgno, ids = leaves[which]
     with open(path / "data.mdb", "r+b") as f:

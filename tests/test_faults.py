@@ -456,14 +456,23 @@ def test_reader_killed_mid_read(dataset: Path, jpeg_sums: dict, graphs: dict,
         assert len(os.listdir(f"/proc/{pid}/fd")) == fds
 
 
-def test_a_damaged_database_page_fails_only_its_records(dataset: Path, jpeg_sums: dict) -> None:
+@pytest.fixture
+def damaged_page(dataset: Path, jpeg_sums: dict) -> tuple[list[int], list[int]]:
+    """The second leaf page of the JPEG index given a bad type flag: (the image ids it holds,
+    an order of reads that goes from whole records to damaged ones and back)."""
+    bad = damage_leaf_page(dataset, "jpegs", 1)
+    good = [i for i in sorted(jpeg_sums) if i not in bad]
+    return bad, [good[0], bad[0], good[-1], bad[-1], good[1]]
+
+
+def test_a_damaged_database_page_fails_only_its_records(dataset: Path, jpeg_sums: dict,
+                                                        damaged_page: tuple) -> None:
     """One leaf page of the JPEG index with a bad type flag (MDB_CORRUPTED): the reads that
     reach it fail with one sentence, and every other record still reads, before and after:
     the transaction that saw the error is renewed, not left failing with MDB_BAD_TXN."""
-    bad = damage_leaf_page(dataset, "jpegs", 1)
-    good = [i for i in sorted(jpeg_sums) if i not in bad]
+    bad, order = damaged_page
     with open_dataset(dataset) as ds:
-        for image_id in (good[0], bad[0], good[-1], bad[-1], good[1]):
+        for image_id in order:
             if image_id in bad:
                 with pytest.raises(VGFSError, match=r"annotations.lmdb: reading jpegs: the"
                                    r" database is damaged \(mdb_get: MDB_CORRUPTED"):
@@ -474,17 +483,16 @@ def test_a_damaged_database_page_fails_only_its_records(dataset: Path, jpeg_sums
 
 
 def test_a_damaged_database_page_under_the_mount(dataset: Path, jpeg_sums: dict,
-                                                 tmp_path: Path) -> None:
+                                                 damaged_page: tuple, tmp_path: Path) -> None:
     """The same page under a mount: the check before the indexes are held finds it (logged),
     no cursor walks it, which would abort the daemon inside LMDB; the JPEG index is read from
     the database, and only the JPEGs indexed on that page are EIO; everything else reads and
     lists, before and after them."""
-    bad = damage_leaf_page(dataset, "jpegs", 1)
-    good = [i for i in sorted(jpeg_sums) if i not in bad]
+    bad, order = damaged_page
     mp = tmp_path / "mp"
     with foreground(dataset, mp) as log:
         wait_for("the damage found", lambda: "database jpegs: page" in log.read_text())
-        for image_id in (good[0], bad[0], good[-1], bad[-1], good[1]):
+        for image_id in order:
             data = read(mp / "images" / str(image_id) / "image.jpg")
             if image_id in bad:
                 assert data == errno.EIO

@@ -11,7 +11,7 @@ import lmdb
 import pytest
 
 from vgfs.errors import VGFSError
-from vgfs.pages import check_db
+from vgfs.pages import DB, check_db
 
 
 @pytest.fixture
@@ -65,7 +65,7 @@ def test_a_page_of_the_wrong_type_is_named(env_path: Path, name: bytes) -> None:
     env = lmdb.open(str(env_path), readonly=True, lock=False, max_dbs=4)
     psize = env.stat()["psize"]
     with env.begin() as txn:
-        root = struct.unpack_from("<Q", txn.get(name), 40)[0]
+        root = DB.unpack(txn.get(name))[-1]
     env.close()
     with open(env_path / "data.mdb", "r+b") as f:
         f.seek(root * psize + 10)

@@ -71,12 +71,11 @@ class Dataset:
         try:
             self.env, self.dbs = ENVIRONMENTS.acquire(lmdb_path)
             self._needs = pages_needed(self.env)
-            self._damaged: dict[str, str] = {}  # database -> what check_pages found
-            self._checked: set[str] = set()
-            for name in _AT_OPEN:
-                self._check(name)
-                if name in self._damaged:
-                    raise VGFSError(self._damaged[name])
+            # Each database check_pages has read: None where whole, else what is damaged.
+            self._pages: dict[str, str | None] = {}
+            self._psize = self.env.stat()["psize"]
+            for damage in self.check_pages(_AT_OPEN).values():
+                raise VGFSError(damage)
             # Small and asked for by every listing of the root: held in memory.
             self.files = {os.fsdecode(bytes(k)): FILE_INFO.unpack(v)
                           for k, v in self._txn().cursor(db=self.dbs["files"])}
@@ -175,28 +174,29 @@ class Dataset:
         damaged ones, each with a sentence. A damaged database is never walked by a cursor
         again, which would abort the process inside LMDB; lookups still reach its whole pages."""
         for name in names:
-            self._check(name)
-        return {n: self._damaged[n] for n in names if n in self._damaged}
+            if name not in self._pages:
+                self._pages[name] = self._damage(name)
+        return {n: damage for n in names if (damage := self._pages[n]) is not None}
 
-    def _check(self, name: str) -> None:
-        if name in self._checked:
-            return
+    def _damage(self, name: str) -> str | None:
+        """What check_db finds wrong in database `name`, as a sentence, or None."""
         with self._lmdb(f"reading the root of {name}"):
             record = bytes(self._txn().get(name.encode()))
         try:
-            check_db(self._data_fd, self.env.stat()["psize"], record,
+            check_db(self._data_fd, self._psize, record,
                      f"{self.path / 'annotations.lmdb'}: database {name}")
         except VGFSError as e:
-            self._damaged[name] = f"{e}; restore or rebuild the dataset"
-        self._checked.add(name)
+            return f"{e}; restore or rebuild the dataset"
+        return None
 
     @contextlib.contextmanager
     def _walk(self, name: str, what: str) -> Iterator[lmdb.Cursor]:
         """A cursor over database `name`, in a transaction of its own: a lookup that fails
         meanwhile renews the thread's transaction, which must not end the walk. A database
         that check_pages found damaged is refused."""
-        if name in self._damaged:
-            raise VGFSError(self._damaged[name])
+        damage = self._pages.get(name)
+        if damage is not None:
+            raise VGFSError(damage)
         self._check_size()
         txn = self.env.begin(buffers=True)
         try:
@@ -292,7 +292,7 @@ class Dataset:
         held: dict[str, _Held] = {}
         try:
             for name in _HELD:
-                if name in self._damaged:
+                if self._pages.get(name) is not None:
                     continue
                 values: dict[bytes, bytes] = {}
                 for n, (key, value) in enumerate(txn.cursor(db=self.dbs[name])):

@@ -121,7 +121,7 @@ class Operations(pyfuse3.Operations):
             attr.entry_timeout = attr.attr_timeout = 0
             size = node.size
         if node.type is NodeType.JPEG:
-            attr.st_nlink = 2 + self.tree.ds.in_part2(node.image_id)
+            attr.st_nlink = self.tree.link_count(node)
         attr.st_ino = node.ino
         attr.st_size = size
         attr.st_blocks = (size + 511) // 512

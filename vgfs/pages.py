@@ -16,10 +16,10 @@ import struct
 
 from vgfs.errors import VGFSError
 
-_HEADER = struct.Struct("<QHHHH")  # number, pad, flags, lower, upper
-_NODE = struct.Struct("<HHHH")  # lo, hi, flags, key size
+HEADER = struct.Struct("<QHHHH")  # number, pad, flags, lower, upper
+NODE = struct.Struct("<HHHH")  # lo, hi, flags, key size
 _PAGES = struct.Struct("<I")  # an overflow page's count, at offset 12
-_DB = struct.Struct("<IHHQQQQQ")  # MDB_db: pad, flags, depth, 4 counters, root
+DB = struct.Struct("<IHHQQQQQ")  # MDB_db: pad, flags, depth, 4 counters, root
 _PGNO = struct.Struct("<Q")
 P_BRANCH, P_LEAF, P_OVERFLOW = 0x01, 0x02, 0x04
 MDB_DUPSORT = 0x04  # a database's flag
@@ -31,7 +31,7 @@ def check_db(fd: int, psize: int, record: bytes, what: str) -> int:
     """Check every page of the database whose MDB_db `record` (its value in LMDB's main
     database) is given, reading data.mdb's `fd`; raises VGFSError naming `what` and the first
     bad page. Returns the number of pages checked."""
-    _, flags, depth, _, _, overflow, _, root = _DB.unpack(record)
+    _, flags, depth, _, _, overflow, _, root = DB.unpack(record)
     # A leaf's nodes point elsewhere only to overflow pages and sub-databases: without either,
     # its header is all there is to check (and a sub-database holds neither).
     nodes = bool(overflow or flags & MDB_DUPSORT)
@@ -43,7 +43,7 @@ def check_db(fd: int, psize: int, record: bytes, what: str) -> int:
         checked += 1
         if len(page) < psize:
             raise VGFSError(f"{what}: page {pgno} is past the end of data.mdb")
-        number, _, flags, lower, _ = _HEADER.unpack_from(page)
+        number, _, flags, lower, _ = HEADER.unpack_from(page)
         want = P_LEAF if level == depth else P_BRANCH
         if number != pgno or not flags & want:
             raise VGFSError(f"{what}: page {pgno} is damaged (it says page {number}, type"
@@ -51,25 +51,25 @@ def check_db(fd: int, psize: int, record: bytes, what: str) -> int:
                             " belongs)")
         if want == P_LEAF and not nodes:
             continue
-        for at in struct.unpack_from(f"<{(lower - _HEADER.size) // 2}H", page, _HEADER.size):
-            lo, hi, nflags, ksize = _NODE.unpack_from(page, at)
+        for at in struct.unpack_from(f"<{(lower - HEADER.size) // 2}H", page, HEADER.size):
+            lo, hi, nflags, ksize = NODE.unpack_from(page, at)
             if want == P_BRANCH:
                 todo.append((lo | hi << 16 | nflags << 32, level + 1, depth, nodes))
                 continue
-            data = at + _NODE.size + ksize
+            data = at + NODE.size + ksize
             if nflags & F_BIGDATA:
                 checked += _check_overflow(fd, psize, _PGNO.unpack_from(page, data)[0], what)
             elif nflags & F_SUBDATA:  # sorted duplicates in a B-tree of their own (not inline)
-                _, _, sub_depth, _, _, _, _, sub_root = _DB.unpack_from(page, data)
+                _, _, sub_depth, _, _, _, _, sub_root = DB.unpack_from(page, data)
                 todo.append((sub_root, 1, sub_depth, False))
     return checked
 
 
 def _check_overflow(fd: int, psize: int, pgno: int, what: str) -> int:
-    head = os.pread(fd, _HEADER.size, pgno * psize)
-    if len(head) < _HEADER.size:
+    head = os.pread(fd, HEADER.size, pgno * psize)
+    if len(head) < HEADER.size:
         raise VGFSError(f"{what}: overflow page {pgno} is past the end of data.mdb")
-    number, _, flags, _, _ = _HEADER.unpack(head)
+    number, _, flags, _, _ = HEADER.unpack(head)
     if number != pgno or not flags & P_OVERFLOW:
         raise VGFSError(f"{what}: overflow page {pgno} is damaged (it says page {number}, type"
                         f" {flags:#x})")

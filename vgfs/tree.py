@@ -283,6 +283,11 @@ class Tree:
         record = self.ds.image(image_id)
         return None if record is None else _image_node(image_id, code, record)
 
+    def link_count(self, node: Node) -> int:
+        """How many names a file has: a JPEG is images/<id>/image.jpg and VG_100K/<id>.jpg,
+        and VG_100K_2/<id>.jpg too in the second part (lookup's rules)."""
+        return 2 + self.ds.in_part2(node.image_id) if node.type is NodeType.JPEG else 1
+
     def lookup(self, parent: int, name: bytes) -> Node | None:
         """The node called `name` in directory `parent`, or None. Only canonical names exist."""
         if len(name) > NAME_MAX:
