@@ -11,7 +11,7 @@ import lmdb
 import pytest
 
 from vgfs.errors import VGFSError
-from vgfs.pages import DB, check_db
+from vgfs.pages import DB, WINDOW, Pages, check_db
 
 
 @pytest.fixture
@@ -33,7 +33,8 @@ def env_path(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def _check(path: Path, name: bytes) -> int:
+def _check(path: Path, name: bytes, pages: list[Pages] | None = None) -> int:
+    """The pages check_db finds in database `name`; `pages`, if given, receives its reader."""
     env = lmdb.open(str(path), readonly=True, lock=False, max_dbs=4)
     with env.begin() as txn:
         record = txn.get(name)
@@ -41,7 +42,10 @@ def _check(path: Path, name: bytes) -> int:
     env.close()
     fd = os.open(path / "data.mdb", os.O_RDONLY)
     try:
-        return check_db(fd, psize, record, name.decode())
+        reader = Pages(fd, psize)
+        if pages is not None:
+            pages.append(reader)
+        return check_db(reader, record, name.decode())
     finally:
         os.close(fd)
 
@@ -73,3 +77,22 @@ def test_a_page_of_the_wrong_type_is_named(env_path: Path, name: bytes) -> None:
     with pytest.raises(VGFSError, match=rf"^{name.decode()}: page {root} is damaged \(it says"
                                         rf" page {root}, type 0x0, where a"):
         _check(env_path, name)
+
+
+def test_pages_are_read_a_window_at_a_time_in_order(tmp_path: Path) -> None:
+    """A database of some 900 pages, over several windows, costs a read a window, not a read
+    a page: checked in key order, which is the order of its pages in the file."""
+    env = lmdb.open(str(tmp_path), max_dbs=1, map_size=64 << 20)
+    db = env.open_db(b"many")
+    with env.begin(write=True) as txn:
+        for i in range(60_000):
+            txn.put(struct.pack(">Q", i), b"v" * 40, db=db)
+    with env.begin() as txn:
+        stat = txn.stat(db)
+    env.close()
+    readers: list[Pages] = []
+    checked = _check(tmp_path, b"many", readers)
+    assert checked == stat["branch_pages"] + stat["leaf_pages"] > 800
+    windows = -(-(tmp_path / "data.mdb").stat().st_size // WINDOW)
+    assert windows > 2
+    assert readers[0].reads <= windows + 2

@@ -40,7 +40,7 @@ from vgfs.layout import (
     ImageRecord,
     JpegIndex,
 )
-from vgfs.pages import check_db
+from vgfs.pages import Pages, check_db
 from vgfs.squashfs import SquashFSError, SquashFSImage
 
 Buffer = bytes | memoryview
@@ -173,18 +173,18 @@ class Dataset:
         """Check every page of these databases, each once per open (pages.py); returns the
         damaged ones, each with a sentence. A damaged database is never walked by a cursor
         again, which would abort the process inside LMDB; lookups still reach its whole pages."""
+        pages = Pages(self._data_fd, self._psize)  # one window, shared by neighbouring databases
         for name in names:
             if name not in self._pages:
-                self._pages[name] = self._damage(name)
+                self._pages[name] = self._damage(name, pages)
         return {n: damage for n in names if (damage := self._pages[n]) is not None}
 
-    def _damage(self, name: str) -> str | None:
+    def _damage(self, name: str, pages: Pages) -> str | None:
         """What check_db finds wrong in database `name`, as a sentence, or None."""
         with self._lmdb(f"reading the root of {name}"):
             record = bytes(self._txn().get(name.encode()))
         try:
-            check_db(self._data_fd, self._psize, record,
-                     f"{self.path / 'annotations.lmdb'}: database {name}")
+            check_db(pages, record, f"{self.path / 'annotations.lmdb'}: database {name}")
         except VGFSError as e:
             return f"{e}; restore or rebuild the dataset"
         return None

@@ -25,7 +25,7 @@ from vgfs.cache import LRUCache
 from vgfs.contents import Contents
 from vgfs.metrics import Stats
 from vgfs.schema import NAME_MAX
-from vgfs.tree import DIRS, LINKS, NameTooLong, Node, NodeType, Tree
+from vgfs.tree import DIRS, LINKS, STATS, NameTooLong, Node, NodeType, Tree
 
 log = logging.getLogger("vgfs")
 
@@ -175,12 +175,12 @@ class Operations(pyfuse3.Operations):
 
     @_op("open")
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        # A warm read of a file is this request and its release, nothing else: no decoding of
+        # the inode here (3 µs, a tenth of the floor's whole cost per file). The kernel opens
+        # only what it looked up, and a directory with OPENDIR; `read` decodes the handle.
         if flags & _WRITE_FLAGS:
             raise pyfuse3.FUSEError(errno.EROFS)
-        node = self._node(inode)
-        if node.is_dir:
-            raise pyfuse3.FUSEError(errno.EISDIR)
-        if node.type is NodeType.STATS:  # made afresh on each read: read to EOF, whatever st_size
+        if inode == STATS:  # made afresh on each read: read to EOF, whatever st_size
             return pyfuse3.FileInfo(fh=inode, direct_io=True)
         return pyfuse3.FileInfo(fh=inode, keep_cache=True)
 
