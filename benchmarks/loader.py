@@ -3,9 +3,10 @@ the same files extracted onto local disk.
 
 Each sample does what a Visual Genome input pipeline does per image: open
 `images/<id>/image.jpg`, decode it with Pillow and resize it to 224×224 (as torchvision's
-loader and Resize do), and parse `images/<id>/graph.json`. Three systems: a vgfs mount; the
+loader and Resize do), and parse `images/<id>/graph.json`. Four systems: a vgfs mount; the
 dataset folder read without a mount by `vgfs.torch.VisualGenome` (the JPEG's bytes and
-graph.json, decoded and parsed the same way); and the extracted files. A
+graph.json, decoded and parsed the same way); the extracted files; and the pyfuse3 floor over
+them (slowfs with no delay: the least any pyfuse3 filesystem costs these reads). A
 `torch.utils.data.DataLoader` with 8 worker processes draws batches of 32 in one random order
 (fixed seed), the same for every system. torch is used where it is installed (a CPU build is
 enough, some 700 MB, where the default wheels bring GBs of CUDA libraries); elsewhere a
@@ -13,10 +14,10 @@ multiprocessing pool of 8 does the same, a batch per task with the results in or
 results say which one ran.
 
 Cold: a fresh mount with the caches dropped (the others: the caches dropped); warm: a second
-pass. The systems alternate, the first rotating from run to run. Each pass also
-records CPU seconds, of the loader (its workers included) and of the vgfs daemon, because on a
-small machine the daemon's CPU is taken from the decoders. Where vgfs misses its target, one
-more pass runs with py-spy sampling the daemon, and its top frames go into the results.
+pass. The systems alternate, the first rotating from run to run. Each pass also records CPU
+seconds, of the loader (its workers included) and of the daemon (vgfs's, the floor's), because
+on a small machine the daemon's CPU is taken from the decoders. Where vgfs misses its target,
+one more pass runs with py-spy sampling the daemon, and its top frames go into the results.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import numpy as np
 import orjson
 from PIL import Image
 
-from benchmarks import common
+from benchmarks import common, slowfs
 from benchmarks.common import MODES
 from vgfs.metrics import read_stats
 from vgfs.torch import VisualGenome
@@ -46,7 +47,8 @@ from vgfs.torch import VisualGenome
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-SYSTEMS = ("vgfs", "vgfs.torch", "extracted")
+SYSTEMS = ("vgfs", "vgfs.torch", "extracted", "floor")
+DAEMONS = ("vgfs", "floor")  # the systems with a FUSE daemon
 FULL_IMAGES = 20_000  # the real-JPEG dataset
 QUICK_IMAGES = 2_000
 QUICK_SAMPLES = 1_000
@@ -162,13 +164,17 @@ def _pass_on(system: str, dataset: Path, extracted: Path, tmp: Path, passes: int
              order: list[int]) -> list[dict[str, float]]:
     """`passes` passes on one fresh mount (or the dataset folder, or the extracted files), the
     first one cold."""
-    if system != "vgfs":
+    if system not in DAEMONS:
         samples = (TorchSamples(str(dataset), order) if system == "vgfs.torch"
                    else Samples(str(extracted), order))
         common.drop_caches()
         return [load_pass(samples, None) for _ in range(passes)]
-    with common.mounted("vgfs", dataset, tmp / "vgfs") as mp:
-        pid = read_stats(str(mp))["pid"]
+    if system == "floor":
+        mount, daemon = slowfs.mounted(extracted, tmp / "floor", 0), slowfs.read_stats
+    else:
+        mount, daemon = common.mounted("vgfs", dataset, tmp / "vgfs"), read_stats
+    with mount as mp:
+        pid = daemon(mp)["pid"]
         common.drop_caches()
         return [load_pass(Samples(str(mp), order), pid) for _ in range(passes)]
 
@@ -224,9 +230,12 @@ def _paired(samples: dict[str, list[dict[str, float]]], mode: str, system: str,
                          [v["seconds"] for v in samples[f"{mode} {system}"]])
 
 
-# The ratios reported, each with its target: (system, anchor, target).
+# The ratios reported, each with its target, or None for a reference: (system, anchor, target).
+# floor/extracted is the most that any pyfuse3 filesystem reaches here; vgfs/floor, how near
+# vgfs comes to it.
 RATIOS = (("vgfs", "extracted", TARGET), ("vgfs.torch", "extracted", TARGET),
-          ("vgfs.torch", "vgfs", TORCH_TARGET))
+          ("vgfs.torch", "vgfs", TORCH_TARGET), ("floor", "extracted", None),
+          ("vgfs", "floor", None))
 
 
 def report(samples: dict[str, list[dict[str, float]]], n: int, images: int, jpeg_mb: float,
@@ -240,15 +249,16 @@ def report(samples: dict[str, list[dict[str, float]]], n: int, images: int, jpeg
             cpu_ms = {k: 1e3 * common.median([f[k] for f in figures]) / n
                       for k in ("cpu", "daemon_cpu")}
             rows.append([mode, system, s, n / s, jpeg_mb / s, cpu_ms["cpu"],
-                         cpu_ms["daemon_cpu"] if system == "vgfs" else "–"])
+                         cpu_ms["daemon_cpu"] if system in DAEMONS else "–"])
         cells = [mode]
         for system, anchor, target in RATIOS:
             ratio, low, high = _paired(samples, mode, system, anchor)
             if anchor == "extracted":
                 over_extracted.setdefault(system, []).append(ratio)
             cells.append(f"{ratio:.2f} ({low:.2f}–{high:.2f})")
-            targets.append([f"{mode}: {system}/{anchor} ≥ {target}", f"{ratio:.2f}×",
-                            common.verdict(ratio >= target)])
+            if target is not None:
+                targets.append([f"{mode}: {system}/{anchor} ≥ {target}", f"{ratio:.2f}×",
+                                common.verdict(ratio >= target)])
         ratio_rows.append(cells)
     parts = [
         "# DataLoader benchmark",
@@ -259,11 +269,13 @@ def report(samples: dict[str, list[dict[str, float]]], n: int, images: int, jpeg
         f" decodes it with Pillow and resizes it to {SIZE[0]}×{SIZE[1]}, and parses its"
         " `graph.json`. vgfs: a mount of the dataset; vgfs.torch: `vgfs.torch.VisualGenome` over"
         " the dataset folder, without a mount; extracted: the same files copied onto local"
-        f" disk. Medians of {runs} interleaved runs. Cold: fresh mount, caches dropped. Warm:"
-        " second pass. CPU: milliseconds per sample, of the loader (its workers included) and"
-        " of the vgfs daemon.",
+        " disk; floor: the pyfuse3 floor over those files (slowfs with no delay, a pyfuse3"
+        " loop answering lookups and opens from memory, reads passed through: the least any"
+        " pyfuse3 filesystem costs a sample). Medians of"
+        f" {runs} interleaved runs. Cold: fresh mount, caches dropped. Warm: second pass. CPU:"
+        " milliseconds per sample, of the loader (its workers included) and of the daemon.",
         common.table(["mode", "system", "median s", "samples/s", "JPEG MB/s",
-                      "loader CPU ms/sample", "vgfs daemon CPU ms/sample"], rows),
+                      "loader CPU ms/sample", "daemon CPU ms/sample"], rows),
         "Throughput ratios: the median of the runs' ratios, each taken within one run (range in"
         " brackets):",
         common.table(["mode"] + [f"{system}/{anchor}" for system, anchor, _ in RATIOS],
@@ -282,17 +294,17 @@ def report(samples: dict[str, list[dict[str, float]]], n: int, images: int, jpeg
 def _plot(rows: list[list], over_extracted: dict[str, list[float]]) -> Figure:
     fig, (left, right) = common.subplots(1, 2, figsize=(11, 4))
     xs = range(len(MODES))
-    width = 0.27
+    width = 0.8 / len(SYSTEMS)
     for i, system in enumerate(SYSTEMS):
         mine = [r for r in rows if r[1] == system]
-        offsets = [x + (i - 1) * width for x in xs]
+        offsets = [x + (i - (len(SYSTEMS) - 1) / 2) * width for x in xs]
         bars = left.bar(offsets, [r[3] for r in mine], width, label=system, color=f"C{i}")
         if system in over_extracted:
             left.bar_label(bars, [f"{r:.2f}×" for r in over_extracted[system]])
         right.bar(offsets, [r[5] for r in mine], width, label=f"{system}: loader", color=f"C{i}")
-        if system == "vgfs":
+        if system in DAEMONS:
             right.bar(offsets, [r[6] for r in mine], width, bottom=[r[5] for r in mine],
-                      label="vgfs: daemon", color="C3")
+                      label=f"{system}: daemon", color=f"C{len(SYSTEMS) + i}")
     for ax in (left, right):
         ax.set_xticks(xs, MODES)
         ax.margins(y=0.35)

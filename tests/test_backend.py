@@ -226,10 +226,15 @@ def test_backend_serves_jpeg_bytes_by_key_and_index(real_ds: Dataset, real_datas
                                 "jpeg_reads_threaded": 0,
                                 "jpeg_bytes": sum(real_ds.jpeg_index(i).size for i in JPEGS)}
     assert cache.stats()["items"] == len(JPEGS)  # kept: the kernel will ask for more
-    fresh = Backend(real_ds, LRUCache(64 << 20))  # nothing cached: the threaded path
+    fresh_cache = LRUCache(64 << 20)
+    fresh = Backend(real_ds, fresh_cache)  # nothing cached: the threaded path
     assert bytes(fresh.jpeg(1, real_ds.jpeg_index(4), "image 4", 0, 1 << 20)) == (
         release / JPEGS[4]).read_bytes()
     assert (fresh.counters["jpeg_reads_threaded"], fresh.counters["jpeg_reads_nowait"]) == (1, 0)
+    assert fresh_cache.stats()["items"] == 0  # read whole at once: the kernel keeps it
+    assert bytes(fresh.jpeg(2, real_ds.jpeg_index(4), "image 4", 0, 100)) == (
+        release / JPEGS[4]).read_bytes()[:100]
+    assert fresh_cache.stats()["items"] == 1  # a first chunk: the next comes from the LRU
 
 
 def test_damaged_jpeg_bytes_are_an_error_on_both_paths(real_dataset: Path, tmp_path: Path,

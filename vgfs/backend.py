@@ -8,7 +8,8 @@ worker thread: one slow read never holds up the others.
 
 Damaged bytes never reach a reader: every read from storage takes the whole JPEG and checks
 its CRC-32 (3 µs for 140 KB with ISA-L), keeping it in the LRU for the kernel's next chunk
-reads, so bytes that change after a first good read are caught too (DESIGN §6).
+reads when there will be any, so bytes that change after a first good read are caught too
+(DESIGN §6).
 """
 
 from __future__ import annotations
@@ -59,12 +60,15 @@ class Backend:
 
     def jpeg(self, key: int, index: JpegIndex, what: str, off: int, size: int) -> Buffer:
         """The same bytes as `jpeg_now`, waiting for storage if need be: the JPEG is fetched
-        whole, checked and kept in the LRU, which then serves the kernel's next chunk reads."""
+        whole and checked, and kept in the LRU if the kernel will ask for a next chunk. A JPEG
+        read in one request is not kept: the kernel's page cache has it from then on, and in
+        the LRU it would only push out the annotation frames that neighbours share."""
         data = self.cache.get(key)
         if data is None:
             data = self.ds.image_bytes(index, what)
             self._check(data, index, what)
-            self.cache.put(key, data)
+            if off + size < index.size:
+                self.cache.put(key, data)
             self.counters["jpeg_reads_threaded"] += 1
             self.counters["jpeg_bytes"] += len(data)
         return memoryview(data)[off:off + size]
