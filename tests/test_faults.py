@@ -8,6 +8,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -480,6 +481,23 @@ def test_a_damaged_database_page_fails_only_its_records(dataset: Path, jpeg_sums
             else:
                 assert hashlib.sha256(ds.jpeg(image_id)).hexdigest() == jpeg_sums[image_id]
         assert sorted(ds.image_ids()) == sorted(jpeg_sums)  # the images database is whole
+
+
+def test_a_listing_before_any_check_checks_first(dataset: Path, damaged_page: tuple) -> None:
+    """A walk of a database that no check has reached yet (a listing in a mount's first
+    seconds, before its background check) checks the pages first: one sentence, where the
+    cursor would have aborted the process inside LMDB. In a child process, so that an abort
+    fails this test and not the whole run."""
+    code = ("import sys\nfrom vgfs.dataset import open_dataset\nfrom vgfs.errors import VGFSError\n"
+            f"with open_dataset({str(dataset)!r}) as ds:\n"
+            "    try:\n        list(ds.image_ids(db='jpegs'))\n"
+            "    except VGFSError as e:\n        sys.exit(str(e))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 1, done.stderr
+    assert re.fullmatch(r".*annotations.lmdb: database jpegs: page \d+ is damaged \(it says"
+                        r" page \d+, type 0x0, where a leaf belongs\); restore or rebuild the"
+                        r" dataset\n", done.stderr)
 
 
 def test_a_damaged_database_page_under_the_mount(dataset: Path, jpeg_sums: dict,

@@ -192,9 +192,10 @@ class Dataset:
     @contextlib.contextmanager
     def _walk(self, name: str, what: str) -> Iterator[lmdb.Cursor]:
         """A cursor over database `name`, in a transaction of its own: a lookup that fails
-        meanwhile renews the thread's transaction, which must not end the walk. A database
-        that check_pages found damaged is refused."""
-        damage = self._pages.get(name)
+        meanwhile renews the thread's transaction, which must not end the walk. The database's
+        pages are checked first if no check has yet (a listing before the mount's background
+        check got to it), and a damaged database is refused."""
+        damage = self.check_pages((name,)).get(name)
         if damage is not None:
             raise VGFSError(damage)
         self._check_size()
@@ -256,6 +257,12 @@ class Dataset:
 
     def has_jpeg(self, image_id: int) -> bool:
         return self._get("jpegs", image_id) is not None
+
+    def count(self, db: str) -> int:
+        """The number of records in database `db`, from its root record: no page is read, so
+        a mount starting on a damaged index still starts (a walk would check it first)."""
+        with self._lmdb(f"counting {db}"):
+            return self._txn().stat(self.dbs[db])["entries"]
 
     def image_ids(self, after: int = -1, db: str = "images") -> Iterator[int]:
         """Image ids in ascending order, starting after `after`; O(log n) to start anywhere.

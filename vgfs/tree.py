@@ -258,7 +258,7 @@ class Tree:
 
     def _jpeg_dir_has_files(self, folder: str) -> bool:
         db = "jpegs" if folder == IMAGE_DIRS[0] else "part2"
-        return bool(self._strays[folder]) or next(self.ds.image_ids(db=db), None) is not None
+        return bool(self._strays[folder]) or self.ds.count(db) > 0
 
     def _name_node(self, view: str, position: int, key: bytes, count: int) -> Node:
         ino = NAME_BASE + (VIEWS.index(view) << NAME_SHIFT) + position
