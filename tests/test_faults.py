@@ -393,6 +393,43 @@ def test_stalled_storage_holds_only_what_needs_it(eio_layer: tuple[Path, Path],
             reader.wait()
 
 
+def test_stalled_database_holds_only_the_views(eio_layer: tuple[Path, Path], graphs: dict,
+                                               tmp_path: Path) -> None:
+    """Storage that stops answering reads of data.mdb: a query view, whose database is read
+    through LMDB's map, waits in a worker thread, while the images' lookups, listings and
+    files (their indexes held in memory) answer at once; released, the view lists its
+    images."""
+    layered, control = eio_layer
+    ids = sorted(graphs)
+    mp = tmp_path / "mp"
+    with foreground(layered, mp) as log:
+        wait_for("the indexes held in memory", lambda: "indexes held" in log.read_text())
+        counts = json.loads((mp / "by-object" / "counts.json").read_bytes())
+        name = max(counts, key=lambda n: (counts[n], n))
+        control.write_text("data.mdb hang")
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")  # the layer's page cache too
+        lister = subprocess.Popen(["ls", str(mp / "by-object" / name)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.DEVNULL)
+        try:
+            with pytest.raises(subprocess.TimeoutExpired):
+                lister.wait(timeout=1)  # held by storage
+            start = time.monotonic()
+            listed = subprocess.run(["ls", str(mp / "images")], capture_output=True, text=True,
+                                    timeout=5).stdout.split()
+            assert listed == [str(i) for i in sorted(ids, key=str)]
+            assert json.loads((mp / "images" / str(ids[1]) / "graph.json").read_bytes()) == (
+                graphs[ids[1]])
+            assert time.monotonic() - start < 3, "requests that need no storage waited"
+            assert lister.poll() is None  # still held
+            control.unlink()
+            out, _ = lister.communicate(timeout=10)
+            assert lister.returncode == 0 and len(out.split()) == counts[name] > 0
+        finally:
+            control.unlink(missing_ok=True)
+            lister.kill()
+            lister.wait()
+
+
 @pytest.mark.parametrize("command", ["info", "verify", "mount"])
 def test_a_cut_short_database_is_one_sentence(dataset: Path, tmp_path: Path,
                                               command: str) -> None:

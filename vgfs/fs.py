@@ -3,18 +3,20 @@
 The file handle is the inode number: the mount is read-only and stateless, so `open` does no I/O
 and `read` knows what to serve from the handle alone. Contents serves what it can on the trio
 loop, and only a read that would block goes to a worker thread (behind a CapacityLimiter), so
-one slow backend read never holds up the others.
+one slow backend read never holds up the others. The tree answers from memory, but for the
+query views, whose databases stay in LMDB's map: their lookups and listings go to the threads.
 """
 
 from __future__ import annotations
 
 import errno
 import functools
+import itertools
 import logging
 import os
 import stat
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import orjson
@@ -37,6 +39,7 @@ BLKSIZE = 1 << 20  # large st_blksize: cp and friends then read in big chunks
 # allocate (pyfuse3 zeroes it): 4 KiB, as ext4 says, and glibc asks for 32 KiB. The large
 # directories (images/, the JPEG folders) keep BLKSIZE: a request fills with 6,000 entries.
 IMAGE_DIR_BLKSIZE = 4096
+VIEW_BATCH = 256  # a view's entries read in a worker thread at a time, for a listing
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
 
 
@@ -127,8 +130,17 @@ class Operations(pyfuse3.Operations):
         attr.st_blocks = (size + 511) // 512
         return attr
 
-    def _node(self, ino: int) -> Node:
-        node = self.tree.node(ino)
+    async def _in_tree(self, ino: int, fn: Callable[..., Any], *args: Any) -> Any:
+        """`fn(*args)`, in a worker thread if it reads a view's database (Tree.in_views):
+        LMDB's map, whose pages may have to come from storage, and which must not stall the
+        event loop. Everything else the tree answers from memory."""
+        if self.tree.in_views(ino):
+            return await trio.to_thread.run_sync(fn, *args, limiter=self.limiter,
+                                                 abandon_on_cancel=True)
+        return fn(*args)
+
+    async def _node(self, ino: int) -> Node:
+        node = await self._in_tree(ino, self.tree.node, ino)
         if node is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
         return node
@@ -137,7 +149,7 @@ class Operations(pyfuse3.Operations):
     async def lookup(self, parent_inode: int, name: bytes,
                      ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         try:
-            node = self.tree.lookup(parent_inode, name)
+            node = await self._in_tree(parent_inode, self.tree.lookup, parent_inode, name)
         except NameTooLong:
             raise pyfuse3.FUSEError(errno.ENAMETOOLONG) from None
         if node is None:
@@ -150,7 +162,7 @@ class Operations(pyfuse3.Operations):
 
     @_op("getattr")
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        return self._attr(self._node(inode))
+        return self._attr(await self._node(inode))
 
     async def forget(self, inode_list: list[tuple[int, int]]) -> None:
         """Inodes are computed, not tracked: nothing to forget."""
@@ -163,10 +175,25 @@ class Operations(pyfuse3.Operations):
 
     @_op("readdir")
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        reply, attr = pyfuse3.readdir_reply, self._attr
-        for name, node, next_id in self.tree.readdir(fh, start_id):
-            if not reply(token, name, attr(node), next_id):
+        if not self.tree.in_views(fh):
+            self._reply(token, self.tree.readdir(fh, start_id))
+            return
+        # A view's entries come from LMDB's map: read in a worker thread, a batch at a time
+        # (the attributes are filled here, in reused objects that only the loop may touch).
+        while True:
+            batch = await self._in_tree(fh, self._entries, fh, start_id)
+            if not self._reply(token, batch) or len(batch) < VIEW_BATCH:
                 return
+            start_id = batch[-1][2]
+
+    def _entries(self, fh: int, start_id: int) -> list[tuple[bytes, Node, int]]:
+        return list(itertools.islice(self.tree.readdir(fh, start_id), VIEW_BATCH))
+
+    def _reply(self, token: pyfuse3.ReaddirToken,
+               entries: Iterable[tuple[bytes, Node, int]]) -> bool:
+        """Add entries to the kernel's buffer until it is full; False if it filled."""
+        reply, attr = pyfuse3.readdir_reply, self._attr
+        return all(reply(token, name, attr(node), next_id) for name, node, next_id in entries)
 
     async def releasedir(self, fh: int) -> None:
         return None
@@ -187,7 +214,7 @@ class Operations(pyfuse3.Operations):
     @_op("read")
     async def read(self, fh: int, off: int, size: int) -> bytes | bytearray | memoryview:
         # pyfuse3 takes any buffer: slices of LMDB's map and of cached bytes are not copied.
-        node = self._node(fh)
+        node = await self._node(fh)
         if node.type is NodeType.STATS:
             if off == 0:  # one snapshot per pass, so that a reader in chunks sees one
                 self._stats_blob = orjson.dumps(self.stats.snapshot(self.cache))
@@ -201,7 +228,7 @@ class Operations(pyfuse3.Operations):
 
     @_op("readlink")
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
-        node = self._node(inode)
+        node = await self._node(inode)
         if not node.is_link:
             raise pyfuse3.FUSEError(errno.EINVAL)
         return node.target

@@ -283,6 +283,11 @@ class Tree:
         record = self.ds.image(image_id)
         return None if record is None else _image_node(image_id, code, record)
 
+    def in_views(self, ino: int) -> bool:
+        """Whether decoding `ino`, or a lookup or listing in it, reads a view's database: LMDB's
+        map, too big to hold in memory (everything else is answered from memory)."""
+        return ino >= NAME_BASE or VIEW_BASE <= ino < VIEW_BASE + len(VIEWS)
+
     def link_count(self, node: Node) -> int:
         """How many names a file has: a JPEG is images/<id>/image.jpg and VG_100K/<id>.jpg,
         and VG_100K_2/<id>.jpg too in the second part (lookup's rules)."""
