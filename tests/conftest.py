@@ -11,6 +11,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, redirect_stderr
@@ -352,9 +353,17 @@ def release_entries(release: Path) -> dict[str, dict[int, dict]]:
 
 @pytest.fixture(scope="session")
 def real_ds(real_dataset: Path) -> Iterator[Dataset]:
-    """The session's real dataset, opened once for the in-process tests of the core."""
+    """The session's real dataset, opened once for the in-process tests of the core, with its
+    indexes held in memory as a mount holds them."""
     with open_dataset(real_dataset) as ds:
-        yield ds
+        yield held(ds)
+
+
+def held(ds: Dataset) -> Dataset:
+    """`ds` with its indexes held in memory, as a mount holds them: only then does the read path
+    serve on the event loop what needs no storage."""
+    ds.hold(threading.Event())
+    return ds
 
 
 @pytest.fixture(scope="session")

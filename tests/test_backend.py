@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import JPEGS, drop_cache, flip_byte, site_image, walk
+from tests.conftest import JPEGS, drop_cache, flip_byte, held, site_image, walk
 from vgfs.backend import Backend
 from vgfs.build import build
 from vgfs.cache import LRUCache
@@ -61,7 +61,7 @@ def compressed(tmp_path_factory: pytest.TempPathFactory, release: Path) -> Itera
     image = site_image(root / "site.sqfs", "-comp", "gzip")
     build(release, root / "dataset", images=[str(image)], show_progress=False)
     with open_dataset(root / "dataset") as ds:
-        yield ds
+        yield held(ds)
 
 
 def test_files_other_than_jpegs_are_served_inline(real: Contents, real_tree: Tree) -> None:
@@ -243,6 +243,7 @@ def test_damaged_jpeg_bytes_are_an_error_on_both_paths(real_dataset: Path, tmp_p
     in the mount) every time, nothing is kept, and the other JPEGs still read."""
     copy = shutil.copytree(real_dataset, tmp_path / "dataset")
     with open_dataset(copy) as ds:
+        held(ds)
         offset = ds.jpeg_index(4).offset
         flip_byte(copy / "images.sqfs", offset)
         _warm(copy / "images.sqfs")
@@ -272,3 +273,21 @@ def test_a_jpeg_missing_from_the_index_is_an_error(real: Contents,
     for call in (real.read_now, real.read):
         with pytest.raises(VGFSError, match=f"image {last}: JPEG vanished from the index"):
             call(node, 0, CHUNK)
+
+
+def test_nothing_is_served_on_the_loop_before_the_hold(real_dataset: Path,
+                                                       release: Path) -> None:
+    """Until the dataset holds its indexes, a read would look its record up in LMDB's map,
+    whose pages may have to come from storage: read_now leaves every file, JPEGs included,
+    to a worker thread, even with everything in the page cache; once held, it serves them."""
+    _warm(real_dataset / "images.sqfs")
+    with open_dataset(real_dataset) as ds:
+        tree, contents = Tree(ds), _contents(ds)
+        jpeg = _jpeg(tree, 1)
+        meta = tree.lookup(tree.lookup(IMAGES, b"1").ino, b"meta.json")
+        assert contents.read(meta, 0, CHUNK)  # its frames are in the LRU now
+        assert contents.read_now(jpeg, 0, CHUNK) is None
+        assert contents.read_now(meta, 0, CHUNK) is None
+        held(ds)
+        assert _now(contents, jpeg, 0, CHUNK) == (release / JPEGS[1]).read_bytes()[:CHUNK]
+        assert _now(contents, meta, 0, CHUNK) == bytes(contents.read(meta, 0, CHUNK))

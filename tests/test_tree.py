@@ -673,3 +673,18 @@ def test_a_release_with_one_jpeg_folder_shows_its_jpegs(tmp_path: Path, release:
         assert _find(tree, b"images/4/image.jpg").size == (release / "VG_100K/4.jpg").stat(
             ).st_size
         assert tree.lookup(ROOT, b"VG_100K_2") is None
+
+
+def test_what_reads_lmdbs_map(real_dataset: Path, real_tree: Tree) -> None:
+    """The nodes whose decoding, lookups or listings may read LMDB's map, which the adapter
+    leaves to its worker threads: every one until the dataset holds its indexes; after, only
+    the query views' (a view, a name in it, and what the name lists)."""
+    with open_dataset(real_dataset) as ds:
+        fresh = Tree(ds)
+        inodes = [ROOT, IMAGES, BY_ID, VG_100K, image_ino(1, 0), image_ino(1, 1), NAME_BASE]
+        assert all(fresh.reads_map(ino) for ino in inodes)
+    wall = _find(real_tree, b"by-object/wall")
+    views = [_find(real_tree, b"by-object").ino, wall.ino]
+    assert all(real_tree.reads_map(ino) for ino in views)
+    assert not any(real_tree.reads_map(ino) for ino in inodes[:-1])
+    assert not real_tree.reads_map(next(real_tree.readdir(wall.ino, 0))[1].ino)  # a link

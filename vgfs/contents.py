@@ -45,7 +45,10 @@ class Contents:
         return node.size
 
     def read_now(self, node: Node, off: int, size: int) -> Buffer | None:
-        """Bytes [off, off+size) of a file, or None if serving them would wait for storage."""
+        """Bytes [off, off+size) of a file, or None if serving them would wait for storage,
+        as a read of LMDB's map might until the dataset holds its indexes."""
+        if not self.ds.held:
+            return None
         if node.type in _JPEGS:
             return self.backend.jpeg_now(node.ino, self._jpeg_index(node), _name(node), off,
                                          size)

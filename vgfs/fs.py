@@ -3,8 +3,9 @@
 The file handle is the inode number: the mount is read-only and stateless, so `open` does no I/O
 and `read` knows what to serve from the handle alone. Contents serves what it can on the trio
 loop, and only a read that would block goes to a worker thread (behind a CapacityLimiter), so
-one slow backend read never holds up the others. The tree answers from memory, but for the
-query views, whose databases stay in LMDB's map: their lookups and listings go to the threads.
+one slow backend read never holds up the others. The tree answers from the indexes held in
+memory; what reads LMDB's map instead (the query views, whose databases are too big to hold,
+and everything in the mount's first second, before it holds them) goes to the threads too.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ BLKSIZE = 1 << 20  # large st_blksize: cp and friends then read in big chunks
 # allocate (pyfuse3 zeroes it): 4 KiB, as ext4 says, and glibc asks for 32 KiB. The large
 # directories (images/, the JPEG folders) keep BLKSIZE: a request fills with 6,000 entries.
 IMAGE_DIR_BLKSIZE = 4096
-VIEW_BATCH = 256  # a view's entries read in a worker thread at a time, for a listing
+THREAD_BATCH = 256  # entries a worker thread reads from LMDB's map at a time, for a listing
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
 
 
@@ -131,10 +132,9 @@ class Operations(pyfuse3.Operations):
         return attr
 
     async def _in_tree(self, ino: int, fn: Callable[..., Any], *args: Any) -> Any:
-        """`fn(*args)`, in a worker thread if it reads a view's database (Tree.in_views):
-        LMDB's map, whose pages may have to come from storage, and which must not stall the
-        event loop. Everything else the tree answers from memory."""
-        if self.tree.in_views(ino):
+        """`fn(*args)`, in a worker thread if it may read LMDB's map (Tree.reads_map), whose
+        pages may have to come from storage: that must not stall the event loop."""
+        if self.tree.reads_map(ino):
             return await trio.to_thread.run_sync(fn, *args, limiter=self.limiter,
                                                  abandon_on_cancel=True)
         return fn(*args)
@@ -175,19 +175,19 @@ class Operations(pyfuse3.Operations):
 
     @_op("readdir")
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        if not self.tree.in_views(fh):
+        if not self.tree.reads_map(fh):
             self._reply(token, self.tree.readdir(fh, start_id))
             return
-        # A view's entries come from LMDB's map: read in a worker thread, a batch at a time
-        # (the attributes are filled here, in reused objects that only the loop may touch).
+        # Entries from LMDB's map: read in a worker thread, a batch at a time (the attributes
+        # are filled here, in reused objects that only the loop may touch).
         while True:
             batch = await self._in_tree(fh, self._entries, fh, start_id)
-            if not self._reply(token, batch) or len(batch) < VIEW_BATCH:
+            if not self._reply(token, batch) or len(batch) < THREAD_BATCH:
                 return
             start_id = batch[-1][2]
 
     def _entries(self, fh: int, start_id: int) -> list[tuple[bytes, Node, int]]:
-        return list(itertools.islice(self.tree.readdir(fh, start_id), VIEW_BATCH))
+        return list(itertools.islice(self.tree.readdir(fh, start_id), THREAD_BATCH))
 
     def _reply(self, token: pyfuse3.ReaddirToken,
                entries: Iterable[tuple[bytes, Node, int]]) -> bool:

@@ -283,10 +283,11 @@ class Tree:
         record = self.ds.image(image_id)
         return None if record is None else _image_node(image_id, code, record)
 
-    def in_views(self, ino: int) -> bool:
-        """Whether decoding `ino`, or a lookup or listing in it, reads a view's database: LMDB's
-        map, too big to hold in memory (everything else is answered from memory)."""
-        return ino >= NAME_BASE or VIEW_BASE <= ino < VIEW_BASE + len(VIEWS)
+    def reads_map(self, ino: int) -> bool:
+        """Whether decoding `ino`, or a lookup or listing in it, may read LMDB's map, whose
+        pages may have to come from storage: a view's (its databases are too big to hold in
+        memory), and every one until the dataset holds its indexes (Dataset.hold)."""
+        return ino >= NAME_BASE or VIEW_BASE <= ino < VIEW_BASE + len(VIEWS) or not self.ds.held
 
     def link_count(self, node: Node) -> int:
         """How many names a file has: a JPEG is images/<id>/image.jpg and VG_100K/<id>.jpg,
