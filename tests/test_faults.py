@@ -355,6 +355,28 @@ def test_signal_unmounts_while_a_storage_read_hangs(eio_layer: tuple[Path, Path]
             reader.wait()
 
 
+@contextmanager
+def _held_by_storage(control: Path, name: str, argv: list[str]) -> Iterator[subprocess.Popen]:
+    """`argv`, started while the layer holds every read of the file `name` (its page cache
+    dropped, the layer's too), and seen to wait; storage answers again when done."""
+    control.write_text(f"{name} hang")
+    Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(timeout=1)  # held by storage
+        yield proc
+    finally:
+        control.unlink(missing_ok=True)
+        proc.kill()
+        proc.wait()
+
+
+def _images_listed(mp: Path) -> list[str]:
+    return subprocess.run(["ls", str(mp / "images")], capture_output=True, text=True,
+                          timeout=5).stdout.split()
+
+
 def test_stalled_storage_holds_only_what_needs_it(eio_layer: tuple[Path, Path],
                                                   graphs: dict, tmp_path: Path) -> None:
     """Storage that stops answering reads of the annotations' frames: a graph.json that must
@@ -368,17 +390,10 @@ def test_stalled_storage_holds_only_what_needs_it(eio_layer: tuple[Path, Path],
     with foreground(layered, mp) as log:
         wait_for("the indexes held in memory", lambda: "indexes held" in log.read_text())
         warm_bytes = (mp / "images" / str(warm) / "graph.json").read_bytes()
-        control.write_text("annotations.zst hang")
-        Path("/proc/sys/vm/drop_caches").write_text("3\n")  # the layer's page cache too
-        reader = subprocess.Popen(["cat", str(mp / "images" / str(cold) / "graph.json")],
-                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        try:
-            with pytest.raises(subprocess.TimeoutExpired):
-                reader.wait(timeout=1)  # held by storage
+        with _held_by_storage(control, "annotations.zst",
+                              ["cat", str(mp / "images" / str(cold) / "graph.json")]) as reader:
             start = time.monotonic()
-            listed = subprocess.run(["ls", str(mp / "images")], capture_output=True, text=True,
-                                    timeout=5).stdout.split()
-            assert listed == [str(i) for i in sorted(ids, key=str)]
+            assert _images_listed(mp) == [str(i) for i in sorted(ids, key=str)]
             assert (mp / "images" / str(ids[1])).stat().st_nlink == 2
             assert (mp / "images" / str(warm) / "graph.json").read_bytes() == warm_bytes
             assert len((mp / "images" / str(ids[2]) / "image.jpg").read_bytes()) > 0
@@ -387,10 +402,6 @@ def test_stalled_storage_holds_only_what_needs_it(eio_layer: tuple[Path, Path],
             control.unlink()
             out, _ = reader.communicate(timeout=10)
             assert reader.returncode == 0 and json.loads(out) == graphs[cold]
-        finally:
-            control.unlink(missing_ok=True)
-            reader.kill()
-            reader.wait()
 
 
 def test_stalled_database_holds_only_the_views(eio_layer: tuple[Path, Path], graphs: dict,
@@ -406,17 +417,9 @@ def test_stalled_database_holds_only_the_views(eio_layer: tuple[Path, Path], gra
         wait_for("the indexes held in memory", lambda: "indexes held" in log.read_text())
         counts = json.loads((mp / "by-object" / "counts.json").read_bytes())
         name = max(counts, key=lambda n: (counts[n], n))
-        control.write_text("data.mdb hang")
-        Path("/proc/sys/vm/drop_caches").write_text("3\n")  # the layer's page cache too
-        lister = subprocess.Popen(["ls", str(mp / "by-object" / name)], stdout=subprocess.PIPE,
-                                  stderr=subprocess.DEVNULL)
-        try:
-            with pytest.raises(subprocess.TimeoutExpired):
-                lister.wait(timeout=1)  # held by storage
+        with _held_by_storage(control, "data.mdb", ["ls", str(mp / "by-object" / name)]) as lister:
             start = time.monotonic()
-            listed = subprocess.run(["ls", str(mp / "images")], capture_output=True, text=True,
-                                    timeout=5).stdout.split()
-            assert listed == [str(i) for i in sorted(ids, key=str)]
+            assert _images_listed(mp) == [str(i) for i in sorted(ids, key=str)]
             assert json.loads((mp / "images" / str(ids[1]) / "graph.json").read_bytes()) == (
                 graphs[ids[1]])
             assert time.monotonic() - start < 3, "requests that need no storage waited"
@@ -424,10 +427,6 @@ def test_stalled_database_holds_only_the_views(eio_layer: tuple[Path, Path], gra
             control.unlink()
             out, _ = lister.communicate(timeout=10)
             assert lister.returncode == 0 and len(out.split()) == counts[name] > 0
-        finally:
-            control.unlink(missing_ok=True)
-            lister.kill()
-            lister.wait()
 
 
 @pytest.mark.parametrize("command", ["info", "verify", "mount"])
