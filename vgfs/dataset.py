@@ -173,9 +173,10 @@ class Dataset:
         """Check every page of these databases, each once per open (pages.py); returns the
         damaged ones, each with a sentence. A damaged database is never walked by a cursor
         again, which would abort the process inside LMDB; lookups still reach its whole pages."""
-        pages = Pages(self._data_fd, self._psize)  # one window, shared by neighbouring databases
-        for name in names:
-            if name not in self._pages:
+        todo = [name for name in names if name not in self._pages]
+        if todo:
+            pages = Pages(self._data_fd, self._psize)  # one window, for neighbouring databases
+            for name in todo:
                 self._pages[name] = self._damage(name, pages)
         return {n: damage for n in names if (damage := self._pages[n]) is not None}
 
